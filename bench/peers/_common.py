@@ -1,0 +1,44 @@
+"""Shared timing helper for the peer benchmarks (stdlib only, imported by each *_bench.py)."""
+import argparse, json, os, statistics, sys, time
+
+N_TASKS = 100  # chain: t0..t99 ; fanout: start -> 98 middle -> end
+
+
+def parse_args():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--shapes", default="chain,fanout")
+    ap.add_argument("--pause", type=float, default=0.0,
+                    help="seconds to sleep before each run, to let background work settle")
+    return ap.parse_args()
+
+
+def measure(peer, shape, run_once, runs, warmup=1, pause=0.0, **extra):
+    """Call run_once() warmup+runs times; print one JSON line with the timed (non-warm-up) runs."""
+    load = os.getloadavg()[0]  # other work on the box inflates the timings; record it
+    for _ in range(warmup):
+        run_once()
+    times = []
+    for _ in range(runs):
+        time.sleep(pause)
+        t0 = time.perf_counter()
+        run_once()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    rec = {"peer": peer, "shape": shape, "runs_ms": [round(t, 1) for t in times],
+           "median_ms": round(statistics.median(times), 1), "warmup_runs": warmup, "pause_s": pause,
+           "loadavg_1m_before": round(load, 2), **extra}
+    print(json.dumps(rec), flush=True)
+
+
+def error(peer, shape, exc):
+    print(json.dumps({"peer": peer, "shape": shape, "error": f"{type(exc).__name__}: {exc}"}), flush=True)
+
+
+def run_all(peer, runners, args, **extra):
+    """runners: {shape: zero-arg callable doing one full run}. Errors become JSON lines."""
+    for shape in args.shapes.split(","):
+        try:
+            measure(peer, shape, runners[shape], args.runs, pause=args.pause, **extra)
+        except Exception as e:  # keep going with the next shape
+            import traceback; traceback.print_exc(file=sys.stderr)
+            error(peer, shape, e)

@@ -1,0 +1,324 @@
+//! Wiring and lifecycle: `App::open` takes the data dir lock, opens the store, starts the engine
+//! and loads the pipelines dir; `App::shutdown` stops them in reverse order. The pipeline and run
+//! operations here are what the HTTP API and the CLI share.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::engine::{self, Deps, Engine};
+use crate::error::{Code, Error, Result};
+use crate::lock::{self, DataDirLock, LockInfo};
+use crate::logs::LogHub;
+use crate::ops::Registry;
+use crate::pipeline::schedule::Schedule;
+use crate::pipeline::{self, Plan};
+use crate::store::{self, Store, pipelines, runs};
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub engine: Engine,
+    pub logs: LogHub,
+    pub ops: Registry,
+    lock: Mutex<DataDirLock>,
+}
+
+/// What a pipeline upsert did.
+#[derive(Debug, serde::Serialize)]
+pub struct Upserted {
+    pub name: String,
+    pub result: pipelines::Upsert,
+}
+
+impl App {
+    /// Open the data dir this process now owns. `cron`: create runs from schedules.
+    pub fn open(config: Config, lock: DataDirLock, cron: bool) -> Result<App> {
+        let data_dir = &config.data_dir;
+        for sub in ["artifacts", "logs", "tmp"] {
+            std::fs::create_dir_all(data_dir.join(sub))?;
+        }
+        // Work dirs of attempts that died with a previous process.
+        let _ = std::fs::remove_dir_all(data_dir.join("tmp"));
+        std::fs::create_dir_all(data_dir.join("tmp"))?;
+        let store = Store::open(&data_dir.join("mlbox.db"))?;
+        let logs = LogHub::new(data_dir.join("logs"));
+        let ops = Registry::builtin();
+        let engine = Engine::start(Deps {
+            store: store.clone(),
+            logs: logs.clone(),
+            ops: ops.clone(),
+            data_dir: data_dir.clone(),
+            slots: config.slots,
+            cron,
+        })?;
+        Ok(App {
+            config,
+            store,
+            engine,
+            logs,
+            ops,
+            lock: Mutex::new(lock),
+        })
+    }
+
+    /// Tell other mlbox processes where this one listens.
+    pub fn publish(&self, addr: &str, kind: &str) -> Result<()> {
+        let info = LockInfo {
+            pid: std::process::id(),
+            addr: addr.to_string(),
+            kind: kind.to_string(),
+        };
+        self.lock.lock().map_err(Error::internal)?.publish(&info)?;
+        Ok(())
+    }
+
+    /// Load every `*.yaml`/`*.yml` in `dir`. A bad file is reported and skipped; the others load.
+    pub fn load_dir(&self, dir: &Path) -> Vec<(String, Result<Upserted>)> {
+        let mut files: Vec<_> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(e) => {
+                return vec![(
+                    dir.display().to_string(),
+                    Err(Error::bad_request(format!(
+                        "cannot read {}: {e}",
+                        dir.display()
+                    ))),
+                )];
+            }
+        };
+        files.retain(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"));
+        files.sort();
+        files
+            .into_iter()
+            .map(|p| {
+                let name = p.display().to_string();
+                let r = std::fs::read_to_string(&p)
+                    .map_err(|e| Error::bad_request(format!("cannot read {name}: {e}")))
+                    .and_then(|yaml| self.upsert_pipeline(&name, &yaml, "file"));
+                (name, r)
+            })
+            .collect()
+    }
+
+    /// Validate a spec; the error lists every problem with its line and column.
+    pub fn validate(&self, file: &str, yaml: &str) -> Result<Plan> {
+        pipeline::load(file, yaml, &self.ops).map_err(|e| {
+            let details = serde_json::to_value(&e.errors).unwrap_or(Value::Null);
+            Error::new(Code::InvalidSpec, e.to_string())
+                .with_details(serde_json::json!({"file": e.file, "errors": details}))
+        })
+    }
+
+    /// Create or update a pipeline from YAML.
+    pub fn upsert_pipeline(&self, file: &str, yaml: &str, source: &str) -> Result<Upserted> {
+        let plan = self.validate(file, yaml)?;
+        let spec = &plan.spec;
+        let next_logical = first_logical(&plan, Utc::now());
+        let (name, yaml, hash, desc, sched, source) = (
+            spec.name.clone(),
+            yaml.to_string(),
+            engine::spec_hash(yaml),
+            spec.description.clone(),
+            spec.schedule.as_ref().map(|(s, _)| s.clone()),
+            source.to_string(),
+        );
+        let n = name.clone();
+        let result = self.store.write(move |tx| {
+            let p = pipelines::NewPipeline {
+                name: &n,
+                yaml: &yaml,
+                spec_hash: &hash,
+                description: &desc,
+                schedule: sched.as_deref(),
+                source: &source,
+                next_logical,
+            };
+            pipelines::upsert(tx, &p, store::now_us())
+        })?;
+        if result != pipelines::Upsert::Unchanged {
+            tracing::info!(pipeline = %name, ?result, "Pipeline saved");
+            self.engine.pipelines_changed();
+        }
+        Ok(Upserted { name, result })
+    }
+
+    pub fn pipeline(&self, name: &str) -> Result<pipelines::PipelineRow> {
+        self.store
+            .read(|c| pipelines::get(c, name))?
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "no pipeline named `{name}`; `mlbox pipelines list` shows them"
+                ))
+            })
+    }
+
+    pub fn set_paused(&self, name: &str, paused: bool) -> Result<()> {
+        self.pipeline(name)?;
+        let n = name.to_string();
+        self.store
+            .write(move |tx| pipelines::set_paused(tx, &n, paused, store::now_us()))?;
+        self.engine.pipelines_changed();
+        Ok(())
+    }
+
+    /// Start a run of a registered pipeline with the given params (checked against their types).
+    pub fn trigger(
+        &self,
+        name: &str,
+        given: &BTreeMap<String, Value>,
+        logical_date: Option<DateTime<Utc>>,
+        trigger: &str,
+    ) -> Result<i64> {
+        let row = self.pipeline(name)?;
+        let plan = self.validate(name, &row.yaml)?;
+        let params =
+            pipeline::params::resolve(&plan.spec.params, given).map_err(Error::invalid_param)?;
+        let logical = logical_date.unwrap_or_else(Utc::now).timestamp_micros();
+        let id = engine::create_run(&self.store, &plan, &row.yaml, trigger, logical, params)?
+            .ok_or_else(|| {
+                Error::conflict(format!(
+                    "a run of `{name}` for that logical date exists already"
+                ))
+            })?;
+        self.engine.start_run(id);
+        Ok(id)
+    }
+
+    /// Create runs for every schedule interval with a logical date in `[from, to]`.
+    pub fn backfill(&self, name: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<i64>> {
+        if to < from {
+            return Err(Error::bad_request("--to is before --from"));
+        }
+        let row = self.pipeline(name)?;
+        let plan = self.validate(name, &row.yaml)?;
+        let Some((sched, _)) = &plan.spec.schedule else {
+            return Err(Error::bad_request(format!(
+                "`{name}` has no schedule, so it has no intervals to backfill; trigger it instead"
+            )));
+        };
+        let schedule = Schedule::parse(sched).map_err(Error::bad_request)?;
+        let params = pipeline::params::resolve(&plan.spec.params, &BTreeMap::new())
+            .map_err(Error::invalid_param)?;
+        let mut dates = Vec::new();
+        let mut d = schedule.first_at_or_after(from);
+        while let Some(t) = d {
+            if t > to || dates.len() >= 10_000 {
+                break;
+            }
+            dates.push(t);
+            d = schedule.next_after(t);
+        }
+        let mut ids = Vec::new();
+        for t in dates {
+            if let Some(id) = engine::create_run(
+                &self.store,
+                &plan,
+                &row.yaml,
+                "backfill",
+                t.timestamp_micros(),
+                params.clone(),
+            )? {
+                self.engine.start_run(id);
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    pub fn run(&self, id: i64) -> Result<runs::RunRow> {
+        self.store
+            .read(|c| runs::get(c, id))?
+            .ok_or_else(|| Error::not_found(format!("no run {id}; `mlbox runs list` shows them")))
+    }
+
+    pub fn cancel(&self, id: i64) -> Result<()> {
+        let run = self.run(id)?;
+        if !matches!(run.state.as_str(), "queued" | "running") {
+            return Err(Error::conflict(format!(
+                "run {id} is {} already; only queued or running runs can be cancelled",
+                run.state
+            )));
+        }
+        self.engine.cancel(id);
+        Ok(())
+    }
+
+    /// Re-run the failed and not-run tasks of a finished run, reusing successful outputs.
+    pub fn resume(&self, id: i64) -> Result<usize> {
+        let run = self.run(id)?;
+        match run.state.as_str() {
+            "failed" | "cancelled" => {}
+            "success" => {
+                return Err(Error::conflict(format!(
+                    "run {id} succeeded; there is nothing to resume"
+                )));
+            }
+            s => {
+                return Err(Error::conflict(format!(
+                    "run {id} is {s}; resume works on failed or cancelled runs"
+                )));
+            }
+        }
+        let plan = self.validate("run spec", &run.yaml)?;
+        let retries: BTreeMap<String, u32> = plan
+            .spec
+            .tasks
+            .iter()
+            .map(|t| (t.id.clone(), t.retries))
+            .collect();
+        let n = self.store.write(move |tx| {
+            runs::reset_for_resume(tx, id, &|t| retries.get(t).copied().unwrap_or(0))
+        })?;
+        self.engine.start_run(id);
+        Ok(n)
+    }
+
+    pub fn shutdown(&self, grace: Duration) {
+        self.engine.shutdown(grace);
+        self.store.close();
+    }
+}
+
+/// The first logical date a scheduled pipeline should run for. With catchup, the first tick at
+/// or after `start_date`; without, the latest complete interval (as Airflow does), or the first
+/// tick after `start_date` if that is later.
+pub fn first_logical(plan: &Plan, now: DateTime<Utc>) -> Option<i64> {
+    let (sched, _) = plan.spec.schedule.as_ref()?;
+    let schedule = Schedule::parse(sched).ok()?;
+    let start = plan
+        .spec
+        .start_date
+        .as_ref()
+        .and_then(|(s, _)| pipeline::validate::parse_date(s));
+    if matches!(schedule, Schedule::Once) {
+        return Some(start.unwrap_or(now).timestamp_micros());
+    }
+    let from_start = start.and_then(|s| schedule.first_at_or_after(s));
+    if plan.spec.catchup
+        && let Some(s) = from_start
+    {
+        return Some(s.timestamp_micros());
+    }
+    // Latest complete interval: the tick two ticks back from now.
+    let Schedule::Cron(c) = &schedule else {
+        return None;
+    };
+    let p1 = c.find_previous_occurrence(&now, false).ok()?;
+    let p0 = c.find_previous_occurrence(&p1, false).ok()?;
+    match from_start {
+        Some(s) if s > p0 => Some(s.timestamp_micros()),
+        _ => Some(p0.timestamp_micros()),
+    }
+}
+
+/// Acquire the data dir for this process, or say who holds it.
+pub fn acquire(data_dir: &Path) -> Result<lock::Acquire> {
+    lock::acquire(data_dir)
+        .map_err(|e| Error::bad_request(format!("cannot use data dir {}: {e}", data_dir.display())))
+}

@@ -1,0 +1,102 @@
+//! Settings: defaults < `mlbox.toml` < `MLBOX_*` environment < command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Values from the command line or environment (clap fills both); `None` = not given.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub addr: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub pipelines: Option<PathBuf>,
+    pub slots: Option<usize>,
+    pub grace: Option<String>,
+}
+
+/// `mlbox.toml`. Unknown keys are an error so typos do not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    addr: Option<String>,
+    data_dir: Option<PathBuf>,
+    pipelines: Option<PathBuf>,
+    slots: Option<usize>,
+    grace: Option<String>,
+    body_limit: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub pipelines: Option<PathBuf>,
+    /// Executor slots: how many task threads run at once.
+    pub slots: usize,
+    /// How long running tasks get to finish on shutdown.
+    pub grace: Duration,
+    /// Largest request body the API accepts, in bytes.
+    pub body_limit: usize,
+}
+
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+
+impl Config {
+    pub fn resolve(o: &Overrides) -> anyhow::Result<Config> {
+        let file_path = o.config.clone().or_else(|| {
+            Path::new("mlbox.toml")
+                .exists()
+                .then(|| PathBuf::from("mlbox.toml"))
+        });
+        let file: FileConfig = match &file_path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", p.display()))?;
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let addr_text = o
+            .addr
+            .clone()
+            .or(file.addr)
+            .unwrap_or_else(|| DEFAULT_ADDR.to_string());
+        let addr = addr_text.parse().map_err(|_| {
+            anyhow::anyhow!("--addr {addr_text:?} is not an address like 127.0.0.1:8080")
+        })?;
+        let grace_text = o
+            .grace
+            .clone()
+            .or(file.grace)
+            .unwrap_or_else(|| "30s".into());
+        let grace = crate::pipeline::spec::parse_duration(&grace_text)
+            .ok_or_else(|| anyhow::anyhow!("--grace {grace_text:?} is not a duration like 30s"))?;
+        let pipelines = o.pipelines.clone().or(file.pipelines).or_else(|| {
+            let d = PathBuf::from("pipelines");
+            d.is_dir().then_some(d)
+        });
+        let slots = o.slots.or(file.slots).unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        });
+        if slots == 0 {
+            anyhow::bail!("--slots must be at least 1");
+        }
+        Ok(Config {
+            addr,
+            data_dir: o
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("mlbox-data")),
+            pipelines,
+            slots,
+            grace,
+            body_limit: file.body_limit.unwrap_or(2 * 1024 * 1024),
+        })
+    }
+}

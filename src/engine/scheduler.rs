@@ -1,0 +1,1076 @@
+//! The scheduler thread: owns every active run's task states, decides what runs next by trigger
+//! rules, keeps one timer heap (retries, sensor pokes, cron ticks), and starts queued runs within
+//! `max_active_runs`. It sleeps until a message or the next timer: no polling loop.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use super::executor::{Executor, Job, Report};
+use super::state::{Decision, State, decide};
+use super::{Deps, Event, Msg};
+use crate::error::Result;
+use crate::ops::{StopReason, StopSignal};
+use crate::pipeline::schedule::Schedule;
+use crate::pipeline::spec::Foreach;
+use crate::pipeline::template::Context;
+use crate::pipeline::{self, Plan};
+use crate::store::{self, pipelines, runs};
+
+struct Unit {
+    ti: i64,
+    map_index: i64,
+    state: State,
+    try_number: u32,
+    max_tries: u32,
+    outputs: Option<Value>,
+    item: Option<Value>,
+    /// Submitted to the executor and not yet reported back.
+    in_flight: bool,
+    stop: StopSignal,
+    first_poke_at: Option<Instant>,
+}
+
+impl Unit {
+    fn from_row(r: &runs::TaskRow) -> Unit {
+        Unit {
+            ti: r.id,
+            map_index: r.map_index,
+            state: State::parse(&r.state),
+            try_number: r.try_number,
+            max_tries: r.max_tries,
+            outputs: r.outputs.clone(),
+            item: r.item.clone(),
+            in_flight: false,
+            stop: StopSignal::default(),
+            first_poke_at: None,
+        }
+    }
+}
+
+struct Node {
+    main: Unit,
+    items: Vec<Unit>,
+    expanded: bool,
+}
+
+struct RunState {
+    pipeline: String,
+    plan: Arc<Plan>,
+    ctx: Context,
+    nodes: Vec<Node>,
+    cancelling: bool,
+    started: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// Re-queue a unit (retry or sensor poke): run, task index, map index.
+    Unit(i64, usize, i64),
+    Cron,
+}
+
+struct CronEntry {
+    schedule: Schedule,
+    next_logical: i64,
+    catchup: bool,
+}
+
+pub(crate) struct Scheduler {
+    deps: Deps,
+    rx: mpsc::Receiver<Msg>,
+    events: broadcast::Sender<Event>,
+    executor: Executor,
+    runs: HashMap<i64, RunState>,
+    /// Runs created but held back by `max_active_runs`, per pipeline, oldest first.
+    waiting: HashMap<String, VecDeque<i64>>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    plans: HashMap<String, Arc<Plan>>,
+    cron: HashMap<String, CronEntry>,
+    draining: Option<Instant>,
+}
+
+fn us_to_dt(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+impl Scheduler {
+    pub fn new(
+        deps: Deps,
+        tx: mpsc::Sender<Msg>,
+        rx: mpsc::Receiver<Msg>,
+        events: broadcast::Sender<Event>,
+    ) -> Result<Scheduler> {
+        let executor = Executor::start(&deps, tx, events.clone());
+        let mut s = Scheduler {
+            deps,
+            rx,
+            events,
+            executor,
+            runs: HashMap::new(),
+            waiting: HashMap::new(),
+            timers: BinaryHeap::new(),
+            plans: HashMap::new(),
+            cron: HashMap::new(),
+            draining: None,
+        };
+        let active = s.deps.store.read(runs::active)?;
+        for run in active {
+            s.start_run(run.id);
+        }
+        s.reload_cron();
+        Ok(s)
+    }
+
+    pub fn run(mut self) {
+        loop {
+            let msg = match self.timers.peek() {
+                Some(Reverse((at, _))) => {
+                    let wait = at.saturating_duration_since(Instant::now());
+                    match self.rx.recv_timeout(wait) {
+                        Ok(m) => Some(m),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                None => match self.rx.recv() {
+                    Ok(m) => Some(m),
+                    Err(_) => break,
+                },
+            };
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match msg {
+                Some(m) => self.handle(m),
+                None => {
+                    self.fire_timers();
+                    false
+                }
+            }));
+            match outcome {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(_) => {
+                    tracing::error!("The scheduler hit a bug handling a message; it keeps going")
+                }
+            }
+        }
+        let executor = self.executor;
+        executor.close();
+        executor.join();
+    }
+
+    /// Returns true when the scheduler should stop.
+    fn handle(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::StartRun(id) => self.start_run(id),
+            Msg::Cancel(id) => self.cancel(id),
+            Msg::PipelinesChanged => self.reload_cron(),
+            Msg::Report(r) => self.on_report(r),
+            Msg::Shutdown(grace) => return self.shutdown(grace),
+        }
+        false
+    }
+
+    fn emit_run(&self, run_id: i64, pipeline: &str, state: &'static str, error: Option<String>) {
+        let _ = self.events.send(Event {
+            kind: "run",
+            run_id,
+            pipeline: pipeline.to_string(),
+            task_id: None,
+            map_index: None,
+            state,
+            at: store::now_us(),
+            try_number: None,
+            duration_ms: None,
+            error,
+        });
+    }
+
+    fn plan_for(&mut self, yaml: &str, hash: &str) -> std::result::Result<Arc<Plan>, String> {
+        if let Some(p) = self.plans.get(hash) {
+            return Ok(p.clone());
+        }
+        let plan =
+            Arc::new(pipeline::load("run spec", yaml, &self.deps.ops).map_err(|e| e.to_string())?);
+        self.plans.insert(hash.to_string(), plan.clone());
+        Ok(plan)
+    }
+
+    // ---- runs -------------------------------------------------------------------------------
+
+    fn start_run(&mut self, id: i64) {
+        if self.draining.is_some() || self.runs.contains_key(&id) {
+            return;
+        }
+        let loaded = self
+            .deps
+            .store
+            .read(|c| Ok((runs::get(c, id)?, runs::tasks(c, id)?)));
+        let (run, rows) = match loaded {
+            Ok((Some(run), rows)) => (run, rows),
+            Ok((None, _)) => return,
+            Err(e) => {
+                tracing::error!(run = id, error = %e, "Cannot load a run");
+                return;
+            }
+        };
+        if !matches!(run.state.as_str(), "queued" | "running") {
+            return;
+        }
+        let plan = match self.plan_for(&run.yaml, &run.spec_hash) {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail_run_now(
+                    id,
+                    &run.pipeline,
+                    &format!("the run's pipeline spec no longer loads: {e}"),
+                );
+                return;
+            }
+        };
+        let active = self
+            .runs
+            .values()
+            .filter(|r| r.pipeline == run.pipeline)
+            .count();
+        if run.state == "queued" && active >= plan.spec.max_active_runs as usize {
+            let q = self.waiting.entry(run.pipeline.clone()).or_default();
+            if !q.contains(&id) {
+                q.push_back(id);
+            }
+            return;
+        }
+        let mut nodes: Vec<Node> = Vec::with_capacity(plan.spec.tasks.len());
+        let mut by_task: HashMap<&str, (Option<runs::TaskRow>, Vec<runs::TaskRow>)> =
+            HashMap::new();
+        for r in &rows {
+            let e = by_task.entry(r.task_id.as_str()).or_default();
+            if r.map_index < 0 {
+                e.0 = Some(r.clone())
+            } else {
+                e.1.push(r.clone())
+            }
+        }
+        for t in &plan.spec.tasks {
+            let Some((Some(main), items)) = by_task.remove(t.id.as_str()) else {
+                self.fail_run_now(
+                    id,
+                    &run.pipeline,
+                    &format!("task `{}` has no instance in the store", t.id),
+                );
+                return;
+            };
+            let mut items: Vec<Unit> = items.iter().map(Unit::from_row).collect();
+            items.sort_by_key(|u| u.map_index);
+            nodes.push(Node {
+                expanded: !items.is_empty(),
+                main: Unit::from_row(&main),
+                items,
+            });
+        }
+        let params: BTreeMap<String, Value> =
+            serde_json::from_value(run.params.clone()).unwrap_or_default();
+        let logical = us_to_dt(run.logical_date);
+        let mut ctx = Context {
+            params,
+            ..Default::default()
+        };
+        ctx.run.insert("id".into(), json!(run.id));
+        ctx.run.insert("pipeline".into(), json!(run.pipeline));
+        ctx.run.insert(
+            "logical_date".into(),
+            json!(logical.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        );
+        ctx.run
+            .insert("ds".into(), json!(logical.format("%Y-%m-%d").to_string()));
+        for (i, n) in nodes.iter().enumerate() {
+            if n.main.state == State::Success {
+                ctx.outputs.insert(
+                    plan.spec.tasks[i].id.clone(),
+                    n.main.outputs.clone().unwrap_or(json!({})),
+                );
+            }
+        }
+        let now = store::now_us();
+        if run.state == "queued" {
+            self.deps
+                .store
+                .write_nowait(move |tx| runs::set_run_state(tx, id, "running", now, None));
+            self.emit_run(id, &run.pipeline, "running", None);
+        }
+        let mut rs = RunState {
+            pipeline: run.pipeline.clone(),
+            plan,
+            ctx,
+            nodes,
+            cancelling: false,
+            started: Instant::now(),
+        };
+        // Re-dispatch what a previous process left queued, and re-arm retries.
+        let mut requeue = Vec::new();
+        for (i, n) in rs.nodes.iter_mut().enumerate() {
+            let units: Vec<&mut Unit> = if n.expanded {
+                n.items.iter_mut().collect()
+            } else {
+                vec![&mut n.main]
+            };
+            for u in units {
+                match u.state {
+                    State::Queued => requeue.push((i, u.map_index)),
+                    State::UpForRetry => {
+                        self.timers
+                            .push(Reverse((Instant::now(), Timer::Unit(id, i, u.map_index))));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.runs.insert(id, rs);
+        for (i, m) in requeue {
+            self.queue_unit(id, i, m);
+        }
+        self.advance(id);
+    }
+
+    fn fail_run_now(&mut self, id: i64, pipeline: &str, error: &str) {
+        tracing::error!(run = id, error, "Run failed before it started");
+        let (now, err) = (store::now_us(), error.to_string());
+        let _ = self
+            .deps
+            .store
+            .write(move |tx| runs::set_run_state(tx, id, "failed", now, Some(&err)));
+        self.emit_run(id, pipeline, "failed", Some(error.to_string()));
+    }
+
+    fn set_unit(
+        &mut self,
+        run_id: i64,
+        idx: usize,
+        map_index: i64,
+        state: State,
+        outputs: Option<Value>,
+        error: Option<String>,
+    ) {
+        let Some(run) = self.runs.get_mut(&run_id) else {
+            return;
+        };
+        let node = &mut run.nodes[idx];
+        let unit = if map_index < 0 {
+            &mut node.main
+        } else {
+            &mut node.items[map_index as usize]
+        };
+        unit.state = state;
+        let ti = unit.ti;
+        let now = store::now_us();
+        let text = outputs.as_ref().map(Value::to_string);
+        if let Some(o) = &outputs {
+            unit.outputs = Some(o.clone());
+        }
+        let err = error.clone();
+        self.deps.store.write_nowait(move |tx| {
+            runs::update_ti(
+                tx,
+                ti,
+                &runs::TiUpdate {
+                    state: state.as_str(),
+                    finished_at: state.is_terminal().then_some(now),
+                    outputs: text,
+                    error: err,
+                    started_at: (state == State::Running).then_some(now),
+                    ..Default::default()
+                },
+            )
+        });
+        if map_index < 0 && state == State::Success {
+            let id = run.plan.spec.tasks[idx].id.clone();
+            run.ctx.outputs.insert(id, outputs.unwrap_or(json!({})));
+        }
+        let task_id = run.plan.spec.tasks[idx].id.clone();
+        let _ = self.events.send(Event {
+            kind: "task",
+            run_id,
+            pipeline: run.pipeline.clone(),
+            task_id: Some(task_id),
+            map_index: (map_index >= 0).then_some(map_index),
+            state: state.as_str(),
+            at: now,
+            try_number: None,
+            duration_ms: None,
+            error,
+        });
+    }
+
+    /// Move every pending task whose upstream allows it, in topological order, then finish the
+    /// run if nothing is left.
+    fn advance(&mut self, run_id: i64) {
+        let Some(run) = self.runs.get(&run_id) else {
+            return;
+        };
+        let plan = run.plan.clone();
+        if !run.cancelling && self.draining.is_none() {
+            for &i in &plan.topo {
+                let run = &self.runs[&run_id];
+                if run.nodes[i].main.state != State::Pending {
+                    continue;
+                }
+                let task = &plan.spec.tasks[i];
+                let skipped_by_branch = plan.upstream[i].iter().any(|&u| {
+                    let n = &run.nodes[u];
+                    n.main.state == State::Success
+                        && n.main
+                            .outputs
+                            .as_ref()
+                            .and_then(|o| o.get("follow"))
+                            .and_then(Value::as_array)
+                            .is_some_and(|f| {
+                                plan.spec.tasks[u].op == "branch"
+                                    && !f.iter().any(|x| x.as_str() == Some(task.id.as_str()))
+                            })
+                });
+                let decision = if skipped_by_branch {
+                    Decision::Skip
+                } else {
+                    let ups: Vec<State> = plan.upstream[i]
+                        .iter()
+                        .map(|&u| run.nodes[u].main.state)
+                        .collect();
+                    decide(task.trigger_rule, &ups)
+                };
+                match decision {
+                    Decision::Wait => {}
+                    Decision::Skip => self.set_unit(run_id, i, -1, State::Skipped, None, None),
+                    Decision::UpstreamFailed => {
+                        self.set_unit(run_id, i, -1, State::UpstreamFailed, None, None)
+                    }
+                    Decision::Run => self.start_task(run_id, i),
+                }
+            }
+        }
+        self.maybe_finish(run_id);
+    }
+
+    fn start_task(&mut self, run_id: i64, idx: usize) {
+        let Some(run) = self.runs.get(&run_id) else {
+            return;
+        };
+        let task = &run.plan.spec.tasks[idx];
+        let Some((foreach, _)) = &task.foreach else {
+            self.queue_unit(run_id, idx, -1);
+            return;
+        };
+        let node = &run.nodes[idx];
+        if !node.expanded {
+            let items = match foreach {
+                Foreach::List(items) => run.ctx.render(&Value::Array(items.clone())),
+                Foreach::Template(t) => run.ctx.render(&Value::String(t.clone())),
+            };
+            let items = match items {
+                Ok(Value::Array(a)) => a,
+                Ok(other) => {
+                    let msg = format!("foreach must give a list, got {}", other);
+                    self.set_unit(run_id, idx, -1, State::Failed, None, Some(msg));
+                    return;
+                }
+                Err(e) => {
+                    self.set_unit(
+                        run_id,
+                        idx,
+                        -1,
+                        State::Failed,
+                        None,
+                        Some(format!("foreach: {e}")),
+                    );
+                    return;
+                }
+            };
+            if items.is_empty() {
+                self.set_unit(
+                    run_id,
+                    idx,
+                    -1,
+                    State::Success,
+                    Some(json!({"results": []})),
+                    None,
+                );
+                return;
+            }
+            let (task_id, max_tries, ti) = (task.id.clone(), task.retries + 1, node.main.ti);
+            let its = items.clone();
+            let now = store::now_us();
+            let ids = self.deps.store.write(move |tx| {
+                runs::update_ti(
+                    tx,
+                    ti,
+                    &runs::TiUpdate {
+                        state: "running",
+                        started_at: Some(now),
+                        ..Default::default()
+                    },
+                )?;
+                runs::expand(tx, run_id, &task_id, &its, max_tries)
+            });
+            let ids = match ids {
+                Ok(ids) => ids,
+                Err(e) => {
+                    self.set_unit(
+                        run_id,
+                        idx,
+                        -1,
+                        State::Failed,
+                        None,
+                        Some(format!("cannot record foreach items: {e}")),
+                    );
+                    return;
+                }
+            };
+            let Some(run) = self.runs.get_mut(&run_id) else {
+                return;
+            };
+            let node = &mut run.nodes[idx];
+            node.expanded = true;
+            node.main.state = State::Running;
+            node.items = ids
+                .into_iter()
+                .zip(items)
+                .enumerate()
+                .map(|(i, (ti, item))| Unit {
+                    ti,
+                    map_index: i as i64,
+                    state: State::Pending,
+                    try_number: 0,
+                    max_tries,
+                    outputs: None,
+                    item: Some(item),
+                    in_flight: false,
+                    stop: StopSignal::default(),
+                    first_poke_at: None,
+                })
+                .collect();
+        } else {
+            let ti = node.main.ti;
+            let now = store::now_us();
+            self.deps.store.write_nowait(move |tx| {
+                runs::update_ti(
+                    tx,
+                    ti,
+                    &runs::TiUpdate {
+                        state: "running",
+                        started_at: Some(now),
+                        ..Default::default()
+                    },
+                )
+            });
+            if let Some(run) = self.runs.get_mut(&run_id) {
+                run.nodes[idx].main.state = State::Running;
+            }
+        }
+        let pending: Vec<i64> = self.runs[&run_id].nodes[idx]
+            .items
+            .iter()
+            .filter(|u| u.state == State::Pending)
+            .map(|u| u.map_index)
+            .collect();
+        for m in pending {
+            self.queue_unit(run_id, idx, m);
+        }
+        self.aggregate(run_id, idx);
+    }
+
+    fn queue_unit(&mut self, run_id: i64, idx: usize, map_index: i64) {
+        let ops = self.deps.ops.clone();
+        let Some(run) = self.runs.get_mut(&run_id) else {
+            return;
+        };
+        let task = &run.plan.spec.tasks[idx];
+        let node = &mut run.nodes[idx];
+        let unit = if map_index < 0 {
+            &mut node.main
+        } else {
+            &mut node.items[map_index as usize]
+        };
+        let mut ctx = run.ctx.clone();
+        ctx.item = unit.item.clone();
+        let with = match ctx.render(&task.with) {
+            Ok(w) => w,
+            Err(e) => {
+                let msg = format!("template: {e}");
+                self.set_unit(run_id, idx, map_index, State::Failed, None, Some(msg));
+                self.after_unit_change(run_id, idx, map_index);
+                return;
+            }
+        };
+        let Some(op) = ops.get(&task.op).cloned() else {
+            return;
+        };
+        let poke = unit.state == State::Running && unit.first_poke_at.is_some();
+        if !poke {
+            unit.try_number += 1;
+            unit.state = State::Queued;
+            let (ti, now) = (unit.ti, store::now_us());
+            self.deps.store.write_nowait(move |tx| {
+                runs::update_ti(
+                    tx,
+                    ti,
+                    &runs::TiUpdate {
+                        state: "queued",
+                        queued_at: Some(now),
+                        ..Default::default()
+                    },
+                )
+            });
+        }
+        unit.in_flight = true;
+        let first_poke_at = *unit.first_poke_at.get_or_insert_with(Instant::now);
+        let stop = unit.stop.clone();
+        let job = Job {
+            run_id,
+            pipeline: run.pipeline.clone(),
+            task_idx: idx,
+            task_id: task.id.clone(),
+            map_index,
+            ti: unit.ti,
+            try_number: unit.try_number,
+            max_tries: unit.max_tries,
+            poke,
+            first_poke_at,
+            op,
+            with,
+            threads: task.threads as usize,
+            timeout: task.timeout,
+            retry_delay: task.retry_delay,
+            max_retry_delay: task.max_retry_delay,
+            stop,
+        };
+        self.executor.submit(job);
+    }
+
+    fn on_report(&mut self, r: Report) {
+        let Some(run) = self.runs.get_mut(&r.run_id) else {
+            return;
+        };
+        let node = &mut run.nodes[r.task_idx];
+        let unit = if r.map_index < 0 {
+            &mut node.main
+        } else {
+            &mut node.items[r.map_index as usize]
+        };
+        unit.in_flight = false;
+        unit.state = r.state;
+        unit.try_number = r.try_number;
+        if let Some(o) = &r.outputs {
+            unit.outputs = Some(o.clone());
+        }
+        match r.state {
+            State::Running => {
+                if let Some(after) = r.poke_after {
+                    unit.first_poke_at = Some(r.first_poke_at);
+                    self.timers.push(Reverse((
+                        Instant::now() + after,
+                        Timer::Unit(r.run_id, r.task_idx, r.map_index),
+                    )));
+                }
+                return;
+            }
+            State::UpForRetry => {
+                unit.first_poke_at = None;
+                if let Some(at) = r.retry_at {
+                    self.timers.push(Reverse((
+                        at,
+                        Timer::Unit(r.run_id, r.task_idx, r.map_index),
+                    )));
+                }
+                return;
+            }
+            State::Queued => return, // interrupted by shutdown; picked up at the next start
+            State::Success if r.map_index < 0 => {
+                let id = run.plan.spec.tasks[r.task_idx].id.clone();
+                run.ctx.outputs.insert(id, r.outputs.unwrap_or(json!({})));
+            }
+            _ => {}
+        }
+        self.after_unit_change(r.run_id, r.task_idx, r.map_index);
+    }
+
+    fn after_unit_change(&mut self, run_id: i64, idx: usize, map_index: i64) {
+        if map_index >= 0 {
+            self.aggregate(run_id, idx);
+        }
+        self.advance(run_id);
+    }
+
+    /// A foreach task is done when all its items are: success if every item succeeded, with
+    /// the items' outputs as `results`.
+    fn aggregate(&mut self, run_id: i64, idx: usize) {
+        let Some(run) = self.runs.get(&run_id) else {
+            return;
+        };
+        let node = &run.nodes[idx];
+        if !node.expanded
+            || node.main.state.is_terminal()
+            || !node.items.iter().all(|u| u.state.is_terminal())
+        {
+            return;
+        }
+        let state = if node.items.iter().all(|u| u.state == State::Success) {
+            State::Success
+        } else if node.items.iter().any(|u| u.state == State::Cancelled) {
+            State::Cancelled
+        } else {
+            State::Failed
+        };
+        let results: Vec<Value> = node
+            .items
+            .iter()
+            .map(|u| u.outputs.clone().unwrap_or(Value::Null))
+            .collect();
+        let failed = node
+            .items
+            .iter()
+            .filter(|u| u.state != State::Success)
+            .count();
+        let error = (state != State::Success)
+            .then(|| format!("{failed} of {} items did not succeed", node.items.len()));
+        self.set_unit(
+            run_id,
+            idx,
+            -1,
+            state,
+            Some(json!({ "results": results })),
+            error,
+        );
+    }
+
+    fn maybe_finish(&mut self, run_id: i64) {
+        let Some(run) = self.runs.get(&run_id) else {
+            return;
+        };
+        let all_done = run
+            .nodes
+            .iter()
+            .all(|n| n.main.state.is_terminal() && n.items.iter().all(|u| !u.in_flight));
+        if !all_done {
+            return;
+        }
+        let states: Vec<State> = run.nodes.iter().map(|n| n.main.state).collect();
+        let state = if run.cancelling {
+            "cancelled"
+        } else if states
+            .iter()
+            .all(|s| matches!(s, State::Success | State::Skipped))
+        {
+            "success"
+        } else {
+            "failed"
+        };
+        let failed: Vec<&str> = run
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.main.state == State::Failed)
+            .map(|(i, _)| run.plan.spec.tasks[i].id.as_str())
+            .collect();
+        let error = (!failed.is_empty()).then(|| format!("failed tasks: {}", failed.join(", ")));
+        let (pipeline, elapsed) = (run.pipeline.clone(), run.started.elapsed());
+        let now = store::now_us();
+        let err = error.clone();
+        // Waited on: when the run is reported finished, every state change before it is durable.
+        if let Err(e) = self
+            .deps
+            .store
+            .write(move |tx| runs::set_run_state(tx, run_id, state, now, err.as_deref()))
+        {
+            tracing::error!(run = run_id, error = %e, "Cannot record the end of a run");
+        }
+        tracing::info!(run = run_id, pipeline = %pipeline, state, elapsed_ms = elapsed.as_millis() as u64, "Run finished");
+        self.runs.remove(&run_id);
+        self.emit_run(run_id, &pipeline, state, error);
+        if let Some(next) = self
+            .waiting
+            .get_mut(&pipeline)
+            .and_then(VecDeque::pop_front)
+        {
+            self.start_run(next);
+        }
+    }
+
+    fn cancel(&mut self, run_id: i64) {
+        for q in self.waiting.values_mut() {
+            q.retain(|&id| id != run_id);
+        }
+        let Some(run) = self.runs.get_mut(&run_id) else {
+            // Not active here (queued behind max_active_runs, or left by an old process).
+            let now = store::now_us();
+            let done = self.deps.store.write(move |tx| {
+                tx.execute("UPDATE task_instances SET state = 'cancelled', finished_at = ?2 WHERE run_id = ?1 AND state NOT IN ('success', 'failed', 'skipped', 'upstream_failed', 'cancelled')", rusqlite::params![run_id, now])?;
+                let n = tx.execute("UPDATE runs SET state = 'cancelled', finished_at = ?2 WHERE id = ?1 AND state IN ('queued', 'running')", rusqlite::params![run_id, now])?;
+                let pipeline: Option<String> = tx.query_row("SELECT pipeline FROM runs WHERE id = ?1", [run_id], |r| r.get(0)).ok();
+                Ok((n, pipeline))
+            });
+            if let Ok((1, Some(p))) = done {
+                self.emit_run(run_id, &p, "cancelled", None);
+            }
+            return;
+        };
+        run.cancelling = true;
+        let mut to_cancel = Vec::new();
+        for (i, n) in run.nodes.iter().enumerate() {
+            let units = std::iter::once(&n.main).chain(n.items.iter());
+            for u in units {
+                if u.in_flight {
+                    u.stop.stop(StopReason::Cancelled);
+                } else if !u.state.is_terminal() && !(u.map_index < 0 && n.expanded) {
+                    to_cancel.push((i, u.map_index));
+                }
+            }
+        }
+        for (i, m) in to_cancel {
+            self.set_unit(
+                run_id,
+                i,
+                m,
+                State::Cancelled,
+                None,
+                Some("cancelled".into()),
+            );
+            if m >= 0 {
+                self.aggregate(run_id, i);
+            }
+        }
+        for i in 0..self.runs.get(&run_id).map_or(0, |r| r.nodes.len()) {
+            self.aggregate(run_id, i);
+        }
+        self.maybe_finish(run_id);
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Cron => self.cron_tick(),
+                Timer::Unit(run_id, idx, map_index) => {
+                    let Some(run) = self.runs.get(&run_id) else {
+                        continue;
+                    };
+                    if run.cancelling || self.draining.is_some() {
+                        continue;
+                    }
+                    let n = &run.nodes[idx];
+                    let u = if map_index < 0 {
+                        &n.main
+                    } else {
+                        &n.items[map_index as usize]
+                    };
+                    if !u.in_flight && matches!(u.state, State::UpForRetry | State::Running) {
+                        self.queue_unit(run_id, idx, map_index);
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- schedules --------------------------------------------------------------------------
+
+    fn reload_cron(&mut self) {
+        if !self.deps.cron {
+            return;
+        }
+        let rows = match self.deps.store.read(pipelines::list) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot load pipelines for scheduling");
+                return;
+            }
+        };
+        self.cron.clear();
+        for p in rows {
+            let (Some(sched), Some(next), false) = (&p.schedule, p.next_logical, p.paused) else {
+                continue;
+            };
+            let Ok(schedule) = Schedule::parse(sched) else {
+                continue;
+            };
+            let catchup = self
+                .plan_for(&p.yaml, &p.spec_hash)
+                .map(|pl| pl.spec.catchup)
+                .unwrap_or(false);
+            self.cron.insert(
+                p.name.clone(),
+                CronEntry {
+                    schedule,
+                    next_logical: next,
+                    catchup,
+                },
+            );
+        }
+        self.cron_tick();
+    }
+
+    /// Create the runs whose intervals have ended, then arm the timer for the next one.
+    fn cron_tick(&mut self) {
+        let now = Utc::now();
+        let names: Vec<String> = self.cron.keys().cloned().collect();
+        let mut next_fire: Option<DateTime<Utc>> = None;
+        for name in names {
+            let entry = &self.cron[&name];
+            let mut due = Vec::new();
+            let mut d = us_to_dt(entry.next_logical);
+            let mut next_after_d = match &entry.schedule {
+                Schedule::Once => Some(d),
+                s => s.next_after(d),
+            };
+            while let Some(end) = next_after_d {
+                if end > now || due.len() >= 1000 {
+                    break;
+                }
+                due.push(d);
+                d = end;
+                next_after_d = match &entry.schedule {
+                    Schedule::Once => None,
+                    s => s.next_after(d),
+                };
+            }
+            if !entry.catchup && due.len() > 1 {
+                due.drain(..due.len() - 1);
+            }
+            let finished = matches!(entry.schedule, Schedule::Once) && next_after_d.is_none();
+            if !due.is_empty() {
+                self.create_scheduled(&name, &due);
+                let new_next = (!finished).then_some(d.timestamp_micros());
+                let n = name.clone();
+                let _ = self
+                    .deps
+                    .store
+                    .write(move |tx| pipelines::set_next_logical(tx, &n, new_next));
+                match new_next {
+                    Some(v) => {
+                        if let Some(e) = self.cron.get_mut(&name) {
+                            e.next_logical = v;
+                        }
+                    }
+                    None => {
+                        self.cron.remove(&name);
+                        continue;
+                    }
+                }
+            }
+            if let Some(end) = next_after_d {
+                next_fire = Some(next_fire.map_or(end, |f| f.min(end)));
+            }
+        }
+        self.timers.retain(|Reverse((_, t))| *t != Timer::Cron);
+        if let Some(at) = next_fire {
+            let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            self.timers
+                .push(Reverse((Instant::now() + wait, Timer::Cron)));
+        }
+    }
+
+    fn create_scheduled(&mut self, name: &str, dates: &[DateTime<Utc>]) {
+        let row = match self.deps.store.read(|c| pipelines::get(c, name)) {
+            Ok(Some(r)) => r,
+            _ => return,
+        };
+        let Ok(plan) = self.plan_for(&row.yaml, &row.spec_hash) else {
+            return;
+        };
+        let params = match pipeline::params::resolve(&plan.spec.params, &BTreeMap::new()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(pipeline = name, error = %e, "Cannot schedule a run");
+                return;
+            }
+        };
+        for d in dates {
+            match super::create_run(
+                &self.deps.store,
+                &plan,
+                &row.yaml,
+                "schedule",
+                d.timestamp_micros(),
+                params.clone(),
+            ) {
+                Ok(Some(id)) => {
+                    tracing::info!(pipeline = name, run = id, logical_date = %d, "Scheduled run created");
+                    self.emit_run(id, name, "queued", None);
+                    self.start_run(id);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(pipeline = name, error = %e, "Cannot create a scheduled run")
+                }
+            }
+        }
+    }
+
+    // ---- shutdown ---------------------------------------------------------------------------
+
+    fn shutdown(&mut self, grace: Duration) -> bool {
+        let deadline = Instant::now() + grace;
+        self.draining = Some(deadline);
+        let dropped = self.executor.close();
+        for job in dropped {
+            // Never started: it stays queued (or poking) in the store and runs after a restart.
+            if let Some(run) = self.runs.get_mut(&job.run_id) {
+                let n = &mut run.nodes[job.task_idx];
+                let u = if job.map_index < 0 {
+                    &mut n.main
+                } else {
+                    &mut n.items[job.map_index as usize]
+                };
+                u.in_flight = false;
+            }
+        }
+        let in_flight = |s: &Scheduler| {
+            s.runs.values().any(|r| {
+                r.nodes
+                    .iter()
+                    .any(|n| n.main.in_flight || n.items.iter().any(|u| u.in_flight))
+            })
+        };
+        if in_flight(self) {
+            tracing::info!(
+                grace_s = grace.as_secs_f64(),
+                "Waiting for running tasks to finish"
+            );
+        }
+        let mut stopped = false;
+        while in_flight(self) {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if wait.is_zero() && !stopped {
+                tracing::warn!("Grace period over: stopping the tasks still running");
+                for r in self.runs.values() {
+                    for n in &r.nodes {
+                        for u in std::iter::once(&n.main)
+                            .chain(n.items.iter())
+                            .filter(|u| u.in_flight)
+                        {
+                            u.stop.stop(StopReason::Shutdown);
+                        }
+                    }
+                }
+                stopped = true;
+            }
+            match self.rx.recv_timeout(if stopped {
+                Duration::from_secs(30)
+            } else {
+                wait.max(Duration::from_millis(1))
+            }) {
+                Ok(Msg::Report(r)) => self.on_report(r),
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) if stopped => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,15 @@
+//! mlbox: one binary that is a whole ML platform. See docs/ARCHITECTURE.md for the map.
+
+pub mod app;
+pub mod artifacts;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod lock;
+pub mod logs;
+pub mod ops;
+pub mod pipeline;
+pub mod server;
+pub mod store;
