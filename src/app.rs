@@ -57,23 +57,12 @@ impl App {
             slots: config.slots,
             cron,
         })?;
-        Ok(App {
-            config,
-            store,
-            engine,
-            logs,
-            ops,
-            lock: Mutex::new(lock),
-        })
+        Ok(App { config, store, engine, logs, ops, lock: Mutex::new(lock) })
     }
 
     /// Tell other mlbox processes where this one listens.
     pub fn publish(&self, addr: &str, kind: &str) -> Result<()> {
-        let info = LockInfo {
-            pid: std::process::id(),
-            addr: addr.to_string(),
-            kind: kind.to_string(),
-        };
+        let info = LockInfo { pid: std::process::id(), addr: addr.to_string(), kind: kind.to_string() };
         self.lock.lock().map_err(Error::internal)?.publish(&info)?;
         Ok(())
     }
@@ -85,10 +74,7 @@ impl App {
             Err(e) => {
                 return vec![(
                     dir.display().to_string(),
-                    Err(Error::bad_request(format!(
-                        "cannot read {}: {e}",
-                        dir.display()
-                    ))),
+                    Err(Error::bad_request(format!("cannot read {}: {e}", dir.display()))),
                 )];
             }
         };
@@ -151,18 +137,13 @@ impl App {
     pub fn pipeline(&self, name: &str) -> Result<pipelines::PipelineRow> {
         self.store
             .read(|c| pipelines::get(c, name))?
-            .ok_or_else(|| {
-                Error::not_found(format!(
-                    "no pipeline named `{name}`; `mlbox pipelines list` shows them"
-                ))
-            })
+            .ok_or_else(|| Error::not_found(format!("no pipeline named `{name}`; `mlbox pipelines list` shows them")))
     }
 
     pub fn set_paused(&self, name: &str, paused: bool) -> Result<()> {
         self.pipeline(name)?;
         let n = name.to_string();
-        self.store
-            .write(move |tx| pipelines::set_paused(tx, &n, paused, store::now_us()))?;
+        self.store.write(move |tx| pipelines::set_paused(tx, &n, paused, store::now_us()))?;
         self.engine.pipelines_changed();
         Ok(())
     }
@@ -177,15 +158,10 @@ impl App {
     ) -> Result<i64> {
         let row = self.pipeline(name)?;
         let plan = self.validate(name, &row.yaml)?;
-        let params =
-            pipeline::params::resolve(&plan.spec.params, given).map_err(Error::invalid_param)?;
+        let params = pipeline::params::resolve(&plan.spec.params, given).map_err(Error::invalid_param)?;
         let logical = logical_date.unwrap_or_else(Utc::now).timestamp_micros();
         let id = engine::create_run(&self.store, &plan, &row.yaml, trigger, logical, params)?
-            .ok_or_else(|| {
-                Error::conflict(format!(
-                    "a run of `{name}` for that logical date exists already"
-                ))
-            })?;
+            .ok_or_else(|| Error::conflict(format!("a run of `{name}` for that logical date exists already")))?;
         self.engine.start_run(id);
         Ok(id)
     }
@@ -203,8 +179,7 @@ impl App {
             )));
         };
         let schedule = Schedule::parse(sched).map_err(Error::bad_request)?;
-        let params = pipeline::params::resolve(&plan.spec.params, &BTreeMap::new())
-            .map_err(Error::invalid_param)?;
+        let params = pipeline::params::resolve(&plan.spec.params, &BTreeMap::new()).map_err(Error::invalid_param)?;
         let mut dates = Vec::new();
         let mut d = schedule.first_at_or_after(from);
         while let Some(t) = d {
@@ -216,14 +191,9 @@ impl App {
         }
         let mut ids = Vec::new();
         for t in dates {
-            if let Some(id) = engine::create_run(
-                &self.store,
-                &plan,
-                &row.yaml,
-                "backfill",
-                t.timestamp_micros(),
-                params.clone(),
-            )? {
+            if let Some(id) =
+                engine::create_run(&self.store, &plan, &row.yaml, "backfill", t.timestamp_micros(), params.clone())?
+            {
                 self.engine.start_run(id);
                 ids.push(id);
             }
@@ -255,26 +225,16 @@ impl App {
         match run.state.as_str() {
             "failed" | "cancelled" => {}
             "success" => {
-                return Err(Error::conflict(format!(
-                    "run {id} succeeded; there is nothing to resume"
-                )));
+                return Err(Error::conflict(format!("run {id} succeeded; there is nothing to resume")));
             }
             s => {
-                return Err(Error::conflict(format!(
-                    "run {id} is {s}; resume works on failed or cancelled runs"
-                )));
+                return Err(Error::conflict(format!("run {id} is {s}; resume works on failed or cancelled runs")));
             }
         }
         let plan = self.validate("run spec", &run.yaml)?;
-        let retries: BTreeMap<String, u32> = plan
-            .spec
-            .tasks
-            .iter()
-            .map(|t| (t.id.clone(), t.retries))
-            .collect();
-        let n = self.store.write(move |tx| {
-            runs::reset_for_resume(tx, id, &|t| retries.get(t).copied().unwrap_or(0))
-        })?;
+        let retries: BTreeMap<String, u32> = plan.spec.tasks.iter().map(|t| (t.id.clone(), t.retries)).collect();
+        let n =
+            self.store.write(move |tx| runs::reset_for_resume(tx, id, &|t| retries.get(t).copied().unwrap_or(0)))?;
         self.engine.start_run(id);
         Ok(n)
     }
@@ -291,11 +251,7 @@ impl App {
 pub fn first_logical(plan: &Plan, now: DateTime<Utc>) -> Option<i64> {
     let (sched, _) = plan.spec.schedule.as_ref()?;
     let schedule = Schedule::parse(sched).ok()?;
-    let start = plan
-        .spec
-        .start_date
-        .as_ref()
-        .and_then(|(s, _)| pipeline::validate::parse_date(s));
+    let start = plan.spec.start_date.as_ref().and_then(|(s, _)| pipeline::validate::parse_date(s));
     if matches!(schedule, Schedule::Once) {
         return Some(start.unwrap_or(now).timestamp_micros());
     }
@@ -319,6 +275,5 @@ pub fn first_logical(plan: &Plan, now: DateTime<Utc>) -> Option<i64> {
 
 /// Acquire the data dir for this process, or say who holds it.
 pub fn acquire(data_dir: &Path) -> Result<lock::Acquire> {
-    lock::acquire(data_dir)
-        .map_err(|e| Error::bad_request(format!("cannot use data dir {}: {e}", data_dir.display())))
+    lock::acquire(data_dir).map_err(|e| Error::bad_request(format!("cannot use data dir {}: {e}", data_dir.display())))
 }

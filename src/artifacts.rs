@@ -16,11 +16,7 @@ pub struct Stored {
 
 /// Where the content with this hash lives.
 pub fn path_of(data_dir: &Path, sha256: &str) -> PathBuf {
-    data_dir
-        .join("artifacts")
-        .join("sha256")
-        .join(&sha256[..2.min(sha256.len())])
-        .join(sha256)
+    data_dir.join("artifacts").join("sha256").join(&sha256[..2.min(sha256.len())]).join(sha256)
 }
 
 fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
@@ -36,10 +32,7 @@ fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
         size += n as u64;
         h.update(&buf[..n]);
     }
-    Ok((
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
-        size,
-    ))
+    Ok((h.finalize().iter().map(|b| format!("{b:02x}")).collect(), size))
 }
 
 /// Move every regular file under `dir` into the content store; returns what was stored.
@@ -69,11 +62,7 @@ pub fn collect(dir: &Path, data_dir: &Path) -> std::io::Result<Vec<Stored>> {
                 }
                 std::fs::rename(&path, &dest)?;
             }
-            let name = path
-                .strip_prefix(dir)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .replace('\\', "/");
+            let name = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().replace('\\', "/");
             out.push(Stored { name, sha256, size });
         }
     }

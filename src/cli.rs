@@ -174,16 +174,10 @@ pub enum PipelinesCmd {
 }
 
 pub fn init_tracing(cli: &Cli) {
-    let default = if matches!(cli.command, Command::Serve(_)) {
-        "info"
-    } else {
-        "warn"
-    };
+    let default = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MLBOX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match cli.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -191,11 +185,7 @@ pub fn init_tracing(cli: &Cli) {
 }
 
 fn overrides(cli: &Cli) -> Overrides {
-    let mut o = Overrides {
-        config: cli.config.clone(),
-        data_dir: cli.data_dir.clone(),
-        ..Default::default()
-    };
+    let mut o = Overrides { config: cli.config.clone(), data_dir: cli.data_dir.clone(), ..Default::default() };
     if let Command::Serve(s) = &cli.command {
         o.addr = s.addr.clone();
         o.pipelines = s.pipelines.clone();
@@ -242,22 +232,13 @@ fn serve(config: Config) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(config.addr))
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (is another program using it? pick one with --addr)",
-                config.addr
-            )
-        })?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind(config.addr)).with_context(|| {
+        format!("cannot listen on {} (is another program using it? pick one with --addr)", config.addr)
+    })?;
     let addr = listener.local_addr()?;
     app.publish(&addr.to_string(), "serve")?;
     tracing::info!(%addr, data_dir = %data_dir.display(), slots = config.slots, "mlbox is listening");
-    eprintln!(
-        "mlbox {} listening on http://{addr} (data dir {})",
-        env!("CARGO_PKG_VERSION"),
-        data_dir.display()
-    );
+    eprintln!("mlbox {} listening on http://{addr} (data dir {})", env!("CARGO_PKG_VERSION"), data_dir.display());
     let router = crate::server::router(app.clone());
     rt.block_on(async {
         let shutdown = async {
@@ -294,9 +275,7 @@ fn wait_for_lock(config: &Config) -> anyhow::Result<crate::lock::DataDirLock> {
         match app::acquire(&config.data_dir)? {
             Acquire::Owned(lock) => return Ok(lock),
             Acquire::HeldBy(info) => {
-                let short = info
-                    .as_ref()
-                    .is_some_and(|i| i.kind != "serve" && i.kind != "run");
+                let short = info.as_ref().is_some_and(|i| i.kind != "serve" && i.kind != "run");
                 if !short || std::time::Instant::now() > deadline {
                     let who = info
                         .map(|i| format!("mlbox {} (pid {}) at http://{}", i.kind, i.pid, i.addr))
@@ -316,26 +295,18 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let ops = crate::ops::Registry::builtin();
     let mut ok = true;
     for f in files {
-        let yaml =
-            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let yaml = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
         match crate::pipeline::load(&f.display().to_string(), &yaml, &ops) {
-            Ok(plan) => println!(
-                "{}: ok (pipeline `{}`, {} tasks)",
-                f.display(),
-                plan.spec.name,
-                plan.spec.tasks.len()
-            ),
+            Ok(plan) => {
+                println!("{}: ok (pipeline `{}`, {} tasks)", f.display(), plan.spec.name, plan.spec.tasks.len())
+            }
             Err(e) => {
                 eprintln!("{e}");
                 ok = false;
             }
         }
     }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
-    })
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
 
 /// Where the CLI sends its requests, and the in-process server it started, if any.
@@ -353,27 +324,20 @@ struct Local {
 impl Connection {
     fn open(cli: &Cli, config: Config) -> anyhow::Result<Connection> {
         if let Some(url) = &cli.server {
-            return Ok(Connection {
-                client: Client::new(url),
-                local: None,
-            });
+            return Ok(Connection { client: Client::new(url), local: None });
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
             match app::acquire(&config.data_dir)? {
                 Acquire::HeldBy(Some(info)) => {
-                    return Ok(Connection {
-                        client: Client::new(&format!("http://{}", info.addr)),
-                        local: None,
-                    });
+                    return Ok(Connection { client: Client::new(&format!("http://{}", info.addr)), local: None });
                 }
                 Acquire::HeldBy(None) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50))
                 }
-                Acquire::HeldBy(None) => bail!(
-                    "data dir {} is locked by an mlbox process that does not answer",
-                    config.data_dir.display()
-                ),
+                Acquire::HeldBy(None) => {
+                    bail!("data dir {} is locked by an mlbox process that does not answer", config.data_dir.display())
+                }
                 Acquire::Owned(lock) => return Self::local(config, lock),
             }
         }
@@ -395,10 +359,7 @@ impl Connection {
                 })
                 .await;
         });
-        Ok(Connection {
-            client: Client::new(&format!("http://{addr}")),
-            local: Some(Local { app, rt, stop }),
-        })
+        Ok(Connection { client: Client::new(&format!("http://{addr}")), local: Some(Local { app, rt, stop }) })
     }
 
     /// Runs started by this command must finish before it exits when it owns the engine.
@@ -420,16 +381,9 @@ fn command(cmd: &Command, conn: &Connection) -> anyhow::Result<ExitCode> {
     let c = &conn.client;
     match cmd {
         Command::Serve(_) | Command::Validate { .. } => unreachable!("handled before connecting"),
-        Command::Run {
-            file,
-            params,
-            logical_date,
-        } => {
-            let yaml = std::fs::read_to_string(file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let saved = c
-                .post_text("/api/v1/pipelines", &yaml)
-                .map_err(|e| spec_error(file, e))?;
+        Command::Run { file, params, logical_date } => {
+            let yaml = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let saved = c.post_text("/api/v1/pipelines", &yaml).map_err(|e| spec_error(file, e))?;
             let name = saved["name"].as_str().unwrap_or_default().to_string();
             let id = trigger(c, &name, params, logical_date.as_deref())?;
             println!("run {id} of `{name}` started");
@@ -437,67 +391,33 @@ fn command(cmd: &Command, conn: &Connection) -> anyhow::Result<ExitCode> {
         }
         Command::Runs { cmd } => runs(cmd, conn),
         Command::Pipelines { cmd } => pipelines(cmd, conn),
-        Command::Backfill {
-            name,
-            from,
-            to,
-            wait,
-        } => {
-            let r = c.post(
-                &format!("/api/v1/pipelines/{name}/backfill"),
-                &json!({"from": from, "to": to}),
-            )?;
-            let ids: Vec<i64> = r["run_ids"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_i64)
-                .collect();
-            println!(
-                "created {} runs: {}",
-                ids.len(),
-                ids.iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+        Command::Backfill { name, from, to, wait } => {
+            let r = c.post(&format!("/api/v1/pipelines/{name}/backfill"), &json!({"from": from, "to": to}))?;
+            let ids: Vec<i64> = r["run_ids"].as_array().into_iter().flatten().filter_map(Value::as_i64).collect();
+            println!("created {} runs: {}", ids.len(), ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", "));
             let mut ok = true;
             if conn.must_wait(*wait) {
                 for id in ids {
                     ok &= follow_run(c, id)? == ExitCode::SUCCESS;
                 }
             }
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
     }
 }
 
 fn spec_error(file: &std::path::Path, e: anyhow::Error) -> anyhow::Error {
-    anyhow!(
-        "{}",
-        format!("{e:#}").replace("request body", &file.display().to_string())
-    )
+    anyhow!("{}", format!("{e:#}").replace("request body", &file.display().to_string()))
 }
 
-fn trigger(
-    c: &Client,
-    name: &str,
-    params: &[String],
-    logical_date: Option<&str>,
-) -> anyhow::Result<i64> {
+fn trigger(c: &Client, name: &str, params: &[String], logical_date: Option<&str>) -> anyhow::Result<i64> {
     let params = crate::pipeline::params::parse_pairs(params).map_err(|e| anyhow!(e))?;
     let mut body = json!({ "params": params });
     if let Some(d) = logical_date {
         body["logical_date"] = json!(d);
     }
     let r = c.post(&format!("/api/v1/pipelines/{name}/trigger"), &body)?;
-    r["run_id"]
-        .as_i64()
-        .ok_or_else(|| anyhow!("the server did not return a run id"))
+    r["run_id"].as_i64().ok_or_else(|| anyhow!("the server did not return a run id"))
 }
 
 fn fmt_us(us: Option<i64>) -> String {
@@ -507,11 +427,7 @@ fn fmt_us(us: Option<i64>) -> String {
 }
 
 fn fmt_ms(ms: f64) -> String {
-    if ms < 1000.0 {
-        format!("{ms:.1} ms")
-    } else {
-        format!("{:.2} s", ms / 1000.0)
-    }
+    if ms < 1000.0 { format!("{ms:.1} ms") } else { format!("{:.2} s", ms / 1000.0) }
 }
 
 fn duration(v: &Value) -> String {
@@ -526,6 +442,17 @@ fn follow_run(c: &Client, id: i64) -> anyhow::Result<ExitCode> {
     let mut final_state = String::new();
     c.sse(&format!("/api/v1/runs/{id}/events"), |m| {
         match m.event.as_str() {
+            "snapshot" => {
+                // Tasks that moved before this stream opened.
+                let Ok(snap) = serde_json::from_str::<Value>(&m.data) else { return true };
+                for t in snap["tasks"].as_array().into_iter().flatten() {
+                    let state = t["state"].as_str().unwrap_or("pending");
+                    if state != "pending" && t["map_index"].as_i64().unwrap_or(-1) < 0 {
+                        println!("  {:<9} {}", state, t["task_id"].as_str().unwrap_or("?"));
+                    }
+                }
+                true
+            }
             "state" => {
                 let Ok(ev) = serde_json::from_str::<Value>(&m.data) else {
                     return true;
@@ -535,19 +462,10 @@ fn follow_run(c: &Client, id: i64) -> anyhow::Result<ExitCode> {
                         Some(i) => format!("{}[{i}]", ev["task_id"].as_str().unwrap_or("?")),
                         None => ev["task_id"].as_str().unwrap_or("?").to_string(),
                     };
-                    let took = ev["duration_ms"]
-                        .as_f64()
-                        .map(|d| format!(" in {}", fmt_ms(d)))
-                        .unwrap_or_default();
-                    let err = ev["error"]
-                        .as_str()
-                        .map(|e| format!(": {e}"))
-                        .unwrap_or_default();
+                    let took = ev["duration_ms"].as_f64().map(|d| format!(" in {}", fmt_ms(d))).unwrap_or_default();
+                    let err = ev["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default();
                     match ev["state"].as_str().unwrap_or("") {
-                        "running" => println!(
-                            "  started   {task} (try {})",
-                            ev["try_number"].as_u64().unwrap_or(1)
-                        ),
+                        "running" => println!("  started   {task} (try {})", ev["try_number"].as_u64().unwrap_or(1)),
                         "success" => println!("  finished  {task}{took}"),
                         "failed" => println!("  FAILED    {task}{took}{err}"),
                         "up_for_retry" => println!("  retrying  {task}{took}{err}"),
@@ -570,32 +488,19 @@ fn follow_run(c: &Client, id: i64) -> anyhow::Result<ExitCode> {
         }
     })?;
     let run = c.get(&format!("/api/v1/runs/{id}"))?;
-    let state = if final_state.is_empty() {
-        run["run"]["state"].as_str().unwrap_or("?").to_string()
-    } else {
-        final_state
-    };
+    let state =
+        if final_state.is_empty() { run["run"]["state"].as_str().unwrap_or("?").to_string() } else { final_state };
     println!("run {id} {state} in {}", duration(&run["run"]));
     if let Some(e) = run["run"]["error"].as_str() {
         println!("  {e}");
     }
-    Ok(if state == "success" {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if state == "success" { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn runs(cmd: &RunsCmd, conn: &Connection) -> anyhow::Result<ExitCode> {
     let c = &conn.client;
     match cmd {
-        RunsCmd::List {
-            pipeline,
-            state,
-            limit,
-            cursor,
-            json,
-        } => {
+        RunsCmd::List { pipeline, state, limit, cursor, json } => {
             let mut q = vec![format!("limit={limit}")];
             if let Some(p) = pipeline {
                 q.push(format!("pipeline={p}"));
@@ -649,22 +554,16 @@ fn runs(cmd: &RunsCmd, conn: &Connection) -> anyhow::Result<ExitCode> {
             if let Some(e) = run["error"].as_str() {
                 println!("error: {e}");
             }
-            println!(
-                "{:<24} {:<16} {:>4} {:>10}  OUTPUTS / ERROR",
-                "TASK", "STATE", "TRY", "DURATION"
-            );
+            println!("{:<24} {:<16} {:>4} {:>10}  OUTPUTS / ERROR", "TASK", "STATE", "TRY", "DURATION");
             for t in r["tasks"].as_array().into_iter().flatten() {
                 let name = match t["map_index"].as_i64() {
                     Some(i) if i >= 0 => format!("{}[{i}]", t["task_id"].as_str().unwrap_or("")),
                     _ => t["task_id"].as_str().unwrap_or("").to_string(),
                 };
-                let extra = t["error"].as_str().map(str::to_string).unwrap_or_else(|| {
-                    if t["outputs"].is_null() {
-                        String::new()
-                    } else {
-                        t["outputs"].to_string()
-                    }
-                });
+                let extra = t["error"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| if t["outputs"].is_null() { String::new() } else { t["outputs"].to_string() });
                 let extra: String = extra.chars().take(80).collect();
                 println!(
                     "{:<24} {:<16} {:>4} {:>10}  {}",
@@ -685,13 +584,7 @@ fn runs(cmd: &RunsCmd, conn: &Connection) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        RunsCmd::Logs {
-            id,
-            task,
-            map_index,
-            try_number,
-            follow,
-        } => {
+        RunsCmd::Logs { id, task, map_index, try_number, follow } => {
             let mut q = Vec::new();
             if let Some(m) = map_index {
                 q.push(format!("map_index={m}"));
@@ -699,29 +592,19 @@ fn runs(cmd: &RunsCmd, conn: &Connection) -> anyhow::Result<ExitCode> {
             if let Some(t) = try_number {
                 q.push(format!("try={t}"));
             }
-            let q = if q.is_empty() {
-                String::new()
-            } else {
-                format!("?{}", q.join("&"))
-            };
+            let q = if q.is_empty() { String::new() } else { format!("?{}", q.join("&")) };
             if *follow {
-                c.sse(
-                    &format!("/api/v1/runs/{id}/tasks/{task}/logs/follow{q}"),
-                    |m| {
-                        if m.event == "log" {
-                            print!("{}", m.data);
-                            if !m.data.ends_with('\n') {
-                                println!();
-                            }
+                c.sse(&format!("/api/v1/runs/{id}/tasks/{task}/logs/follow{q}"), |m| {
+                    if m.event == "log" {
+                        print!("{}", m.data);
+                        if !m.data.ends_with('\n') {
+                            println!();
                         }
-                        m.event != "end"
-                    },
-                )?;
+                    }
+                    m.event != "end"
+                })?;
             } else {
-                print!(
-                    "{}",
-                    c.get_text(&format!("/api/v1/runs/{id}/tasks/{task}/logs{q}"))?
-                );
+                print!("{}", c.get_text(&format!("/api/v1/runs/{id}/tasks/{task}/logs{q}"))?);
             }
         }
         RunsCmd::Cancel { id } => {
@@ -748,10 +631,7 @@ fn pipelines(cmd: &PipelinesCmd, conn: &Connection) -> anyhow::Result<ExitCode> 
                 println!("{}", serde_json::to_string_pretty(&r)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
-                "{:<28} {:<14} {:<7} {:<20} DESCRIPTION",
-                "PIPELINE", "SCHEDULE", "PAUSED", "NEXT LOGICAL DATE"
-            );
+            println!("{:<28} {:<14} {:<7} {:<20} DESCRIPTION", "PIPELINE", "SCHEDULE", "PAUSED", "NEXT LOGICAL DATE");
             for p in r["pipelines"].as_array().into_iter().flatten() {
                 println!(
                     "{:<28} {:<14} {:<7} {:<20} {}",
@@ -765,11 +645,8 @@ fn pipelines(cmd: &PipelinesCmd, conn: &Connection) -> anyhow::Result<ExitCode> 
         }
         PipelinesCmd::Apply { files } => {
             for f in files {
-                let yaml = std::fs::read_to_string(f)
-                    .with_context(|| format!("cannot read {}", f.display()))?;
-                let r = c
-                    .post_text("/api/v1/pipelines", &yaml)
-                    .map_err(|e| spec_error(f, e))?;
+                let yaml = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+                let r = c.post_text("/api/v1/pipelines", &yaml).map_err(|e| spec_error(f, e))?;
                 println!(
                     "{}: {} {}",
                     f.display(),
@@ -778,12 +655,7 @@ fn pipelines(cmd: &PipelinesCmd, conn: &Connection) -> anyhow::Result<ExitCode> 
                 );
             }
         }
-        PipelinesCmd::Trigger {
-            name,
-            params,
-            logical_date,
-            wait,
-        } => {
+        PipelinesCmd::Trigger { name, params, logical_date, wait } => {
             let id = trigger(c, name, params, logical_date.as_deref())?;
             println!("run {id} of `{name}` started");
             if conn.must_wait(*wait) {

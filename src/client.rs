@@ -24,21 +24,14 @@ impl Client {
             .timeout_connect(Some(Duration::from_secs(5)))
             .build()
             .into();
-        Client {
-            base: base.trim_end_matches('/').to_string(),
-            agent,
-        }
+        Client { base: base.trim_end_matches('/').to_string(), agent }
     }
 
     pub fn base(&self) -> &str {
         &self.base
     }
 
-    fn check(
-        &self,
-        what: &str,
-        mut resp: ureq::http::Response<ureq::Body>,
-    ) -> anyhow::Result<Value> {
+    fn check(&self, what: &str, mut resp: ureq::http::Response<ureq::Body>) -> anyhow::Result<Value> {
         let status = resp.status();
         let text = resp.body_mut().read_to_string().unwrap_or_default();
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -55,35 +48,23 @@ impl Client {
 
     pub fn get(&self, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .agent
-            .get(&url)
-            .call()
-            .with_context(|| format!("cannot reach mlbox at {}", self.base))?;
+        let resp = self.agent.get(&url).call().with_context(|| format!("cannot reach mlbox at {}", self.base))?;
         self.check(&format!("GET {path}"), resp)
     }
 
     pub fn get_text(&self, path: &str) -> anyhow::Result<String> {
         let url = format!("{}{path}", self.base);
-        let mut resp = self
-            .agent
-            .get(&url)
-            .call()
-            .with_context(|| format!("cannot reach mlbox at {}", self.base))?;
+        let mut resp = self.agent.get(&url).call().with_context(|| format!("cannot reach mlbox at {}", self.base))?;
         if resp.status().is_success() {
             return Ok(resp.body_mut().read_to_string()?);
         }
-        self.check(&format!("GET {path}"), resp)
-            .map(|v| v.to_string())
+        self.check(&format!("GET {path}"), resp).map(|v| v.to_string())
     }
 
     pub fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .agent
-            .post(&url)
-            .send_json(body)
-            .with_context(|| format!("cannot reach mlbox at {}", self.base))?;
+        let resp =
+            self.agent.post(&url).send_json(body).with_context(|| format!("cannot reach mlbox at {}", self.base))?;
         self.check(&format!("POST {path}"), resp)
     }
 
@@ -101,11 +82,7 @@ impl Client {
     /// Read an SSE stream, calling `f` per message until it returns false or the stream ends.
     pub fn sse(&self, path: &str, mut f: impl FnMut(SseMessage) -> bool) -> anyhow::Result<()> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .agent
-            .get(&url)
-            .call()
-            .with_context(|| format!("cannot reach mlbox at {}", self.base))?;
+        let resp = self.agent.get(&url).call().with_context(|| format!("cannot reach mlbox at {}", self.base))?;
         if !resp.status().is_success() {
             return self.check(&format!("GET {path}"), resp).map(|_| ());
         }
@@ -115,10 +92,7 @@ impl Client {
             let line = line?;
             if line.is_empty() {
                 if !data.is_empty() || !event.is_empty() {
-                    let msg = SseMessage {
-                        event: std::mem::take(&mut event),
-                        data: data.join("\n"),
-                    };
+                    let msg = SseMessage { event: std::mem::take(&mut event), data: data.join("\n") };
                     data.clear();
                     if !f(msg) {
                         return Ok(());

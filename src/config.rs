@@ -46,11 +46,8 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 
 impl Config {
     pub fn resolve(o: &Overrides) -> anyhow::Result<Config> {
-        let file_path = o.config.clone().or_else(|| {
-            Path::new("mlbox.toml")
-                .exists()
-                .then(|| PathBuf::from("mlbox.toml"))
-        });
+        let file_path =
+            o.config.clone().or_else(|| Path::new("mlbox.toml").exists().then(|| PathBuf::from("mlbox.toml")));
         let file: FileConfig = match &file_path {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
@@ -59,40 +56,27 @@ impl Config {
             }
             None => FileConfig::default(),
         };
-        let addr_text = o
-            .addr
-            .clone()
-            .or(file.addr)
-            .unwrap_or_else(|| DEFAULT_ADDR.to_string());
-        let addr = addr_text.parse().map_err(|_| {
-            anyhow::anyhow!("--addr {addr_text:?} is not an address like 127.0.0.1:8080")
-        })?;
-        let grace_text = o
-            .grace
-            .clone()
-            .or(file.grace)
-            .unwrap_or_else(|| "30s".into());
+        let addr_text = o.addr.clone().or(file.addr).unwrap_or_else(|| DEFAULT_ADDR.to_string());
+        let addr = addr_text
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--addr {addr_text:?} is not an address like 127.0.0.1:8080"))?;
+        let grace_text = o.grace.clone().or(file.grace).unwrap_or_else(|| "30s".into());
         let grace = crate::pipeline::spec::parse_duration(&grace_text)
             .ok_or_else(|| anyhow::anyhow!("--grace {grace_text:?} is not a duration like 30s"))?;
         let pipelines = o.pipelines.clone().or(file.pipelines).or_else(|| {
             let d = PathBuf::from("pipelines");
             d.is_dir().then_some(d)
         });
-        let slots = o.slots.or(file.slots).unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-        });
+        let slots = o
+            .slots
+            .or(file.slots)
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
         if slots == 0 {
             anyhow::bail!("--slots must be at least 1");
         }
         Ok(Config {
             addr,
-            data_dir: o
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("mlbox-data")),
+            data_dir: o.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("mlbox-data")),
             pipelines,
             slots,
             grace,

@@ -58,11 +58,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Error {
-            code,
-            message: message.into(),
-            details: Value::Null,
-        }
+        Error { code, message: message.into(), details: Value::Null }
     }
     pub fn with_details(mut self, details: Value) -> Self {
         self.details = details;

@@ -35,12 +35,7 @@ pub fn lock_path(data_dir: &Path) -> PathBuf {
 pub fn acquire(data_dir: &Path) -> std::io::Result<Acquire> {
     std::fs::create_dir_all(data_dir)?;
     let path = lock_path(data_dir);
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)?;
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
     match file.try_lock() {
         Ok(()) => Ok(Acquire::Owned(DataDirLock { file, path })),
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -57,8 +52,7 @@ impl DataDirLock {
     pub fn publish(&mut self, info: &LockInfo) -> std::io::Result<()> {
         self.file.set_len(0)?;
         self.file.rewind()?;
-        self.file
-            .write_all(serde_json::to_string(info).unwrap_or_default().as_bytes())?;
+        self.file.write_all(serde_json::to_string(info).unwrap_or_default().as_bytes())?;
         self.file.sync_data()
     }
 

@@ -20,15 +20,9 @@ pub struct LogKey {
 impl LogKey {
     /// `logs/run-7/train/try-1.log`, or `logs/run-7/fetch.3/try-1.log` for foreach item 3.
     pub fn path(&self, logs_dir: &Path) -> PathBuf {
-        let task = if self.map_index >= 0 {
-            format!("{}.{}", self.task_id, self.map_index)
-        } else {
-            self.task_id.clone()
-        };
-        logs_dir
-            .join(format!("run-{}", self.run_id))
-            .join(task)
-            .join(format!("try-{}.log", self.try_number))
+        let task =
+            if self.map_index >= 0 { format!("{}.{}", self.task_id, self.map_index) } else { self.task_id.clone() };
+        logs_dir.join(format!("run-{}", self.run_id)).join(task).join(format!("try-{}.log", self.try_number))
     }
 }
 
@@ -67,16 +61,9 @@ impl LogHub {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
         let offset = file.metadata()?.len();
-        Ok(LogSink {
-            inner: Arc::new(Mutex::new(Inner { file, offset })),
-            key,
-            tx: self.tx.clone(),
-        })
+        Ok(LogSink { inner: Arc::new(Mutex::new(Inner { file, offset })), key, tx: self.tx.clone() })
     }
 }
 
@@ -104,12 +91,7 @@ impl LogSink {
         let offset = inner.offset;
         inner.offset += bytes.len() as u64;
         if self.tx.receiver_count() > 0 {
-            let _ = self.tx.send(LogChunk {
-                key: self.key.clone(),
-                offset,
-                bytes: Arc::from(bytes),
-                eof: false,
-            });
+            let _ = self.tx.send(LogChunk { key: self.key.clone(), offset, bytes: Arc::from(bytes), eof: false });
         }
     }
 
@@ -123,11 +105,6 @@ impl LogSink {
     /// The attempt is over: followers stop after this.
     pub fn finish(&self) {
         let offset = self.inner.lock().map(|i| i.offset).unwrap_or(0);
-        let _ = self.tx.send(LogChunk {
-            key: self.key.clone(),
-            offset,
-            bytes: Arc::from(&[][..]),
-            eof: true,
-        });
+        let _ = self.tx.send(LogChunk { key: self.key.clone(), offset, bytes: Arc::from(&[][..]), eof: true });
     }
 }

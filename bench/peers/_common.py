@@ -13,9 +13,19 @@ def parse_args():
     return ap.parse_args()
 
 
+def fsync_ms(n=20):
+    """Mean fsync latency in the temp dir: the sqlite-backed peers are sensitive to it."""
+    import tempfile
+    with tempfile.NamedTemporaryFile() as f:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            f.write(b"x"); f.flush(); os.fsync(f.fileno())
+        return (time.perf_counter() - t0) * 1000.0 / n
+
+
 def measure(peer, shape, run_once, runs, warmup=1, pause=0.0, **extra):
     """Call run_once() warmup+runs times; print one JSON line with the timed (non-warm-up) runs."""
-    load = os.getloadavg()[0]  # other work on the box inflates the timings; record it
+    load, fsync = os.getloadavg()[0], fsync_ms()  # other work on the box skews timings: record it
     for _ in range(warmup):
         run_once()
     times = []
@@ -26,7 +36,7 @@ def measure(peer, shape, run_once, runs, warmup=1, pause=0.0, **extra):
         times.append((time.perf_counter() - t0) * 1000.0)
     rec = {"peer": peer, "shape": shape, "runs_ms": [round(t, 1) for t in times],
            "median_ms": round(statistics.median(times), 1), "warmup_runs": warmup, "pause_s": pause,
-           "loadavg_1m_before": round(load, 2), **extra}
+           "loadavg_1m_before": round(load, 2), "fsync_ms_before": round(fsync, 3), **extra}
     print(json.dumps(rec), flush=True)
 
 

@@ -26,6 +26,7 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--runs N] [--only dagster|prefect|airflow] [--pause S]" >&2; exit 2 ;;
   esac
 done
+case "$ONLY" in ""|dagster|prefect|airflow) ;; *) echo "unknown peer: $ONLY" >&2; exit 2 ;; esac
 mkdir -p "$LOGS"
 
 err() {  # err PEER MESSAGE -> one JSON line with an "error" field

@@ -72,18 +72,10 @@ pub(crate) struct Executor {
 }
 
 impl Executor {
-    pub fn start(
-        deps: &Deps,
-        reply: mpsc::Sender<Msg>,
-        events: broadcast::Sender<Event>,
-    ) -> Executor {
+    pub fn start(deps: &Deps, reply: mpsc::Sender<Msg>, events: broadcast::Sender<Event>) -> Executor {
         let slots = deps.slots.max(1);
         let shared = Arc::new(Shared {
-            q: Mutex::new(Queue {
-                jobs: VecDeque::new(),
-                free: slots,
-                closed: false,
-            }),
+            q: Mutex::new(Queue { jobs: VecDeque::new(), free: slots, closed: false }),
             cv: Condvar::new(),
         });
         let threads = (0..slots)
@@ -98,11 +90,7 @@ impl Executor {
                     .expect("spawning a worker thread")
             })
             .collect();
-        Executor {
-            shared,
-            threads,
-            slots,
-        }
+        Executor { shared, threads, slots }
     }
 
     pub fn submit(&self, mut job: Job) {
@@ -134,12 +122,7 @@ impl Executor {
     }
 }
 
-fn worker(
-    shared: Arc<Shared>,
-    deps: Deps,
-    reply: mpsc::Sender<Msg>,
-    events: broadcast::Sender<Event>,
-) {
+fn worker(shared: Arc<Shared>, deps: Deps, reply: mpsc::Sender<Msg>, events: broadcast::Sender<Event>) {
     loop {
         let job = {
             let Ok(mut q) = shared.q.lock() else { return };
@@ -173,13 +156,7 @@ fn worker(
     }
 }
 
-fn event(
-    job: &Job,
-    state: State,
-    at: i64,
-    duration_ms: Option<f64>,
-    error: Option<String>,
-) -> Event {
+fn event(job: &Job, state: State, at: i64, duration_ms: Option<f64>, error: Option<String>) -> Event {
     Event {
         kind: "task",
         run_id: job.run_id,
@@ -196,9 +173,7 @@ fn event(
 
 fn retry_delay(job: &Job) -> Duration {
     let factor = 2u32.saturating_pow(job.try_number.saturating_sub(1).min(20));
-    job.retry_delay
-        .saturating_mul(factor)
-        .min(job.max_retry_delay)
+    job.retry_delay.saturating_mul(factor).min(job.max_retry_delay)
 }
 
 fn run_job(job: Job, deps: &Deps, events: &broadcast::Sender<Event>) -> Report {
@@ -225,11 +200,7 @@ fn run_job(job: Job, deps: &Deps, events: &broadcast::Sender<Event>) -> Report {
             runs::update_ti(
                 tx,
                 ti,
-                &runs::TiUpdate {
-                    state: "cancelled",
-                    finished_at: Some(started_us),
-                    ..Default::default()
-                },
+                &runs::TiUpdate { state: "cancelled", finished_at: Some(started_us), ..Default::default() },
             )
         });
         let _ = events.send(event(&job, State::Cancelled, started_us, None, None));
@@ -269,26 +240,12 @@ fn run_job(job: Job, deps: &Deps, events: &broadcast::Sender<Event>) -> Report {
     let log = match deps.logs.sink(key) {
         Ok(l) => l,
         Err(e) => {
-            return finish(
-                job,
-                deps,
-                events,
-                report,
-                started,
-                Err(format!("cannot open the task log: {e}")),
-            );
+            return finish(job, deps, events, report, started, Err(format!("cannot open the task log: {e}")));
         }
     };
     let artifacts_dir = work.join("artifacts");
     if let Err(e) = std::fs::create_dir_all(&artifacts_dir) {
-        return finish(
-            job,
-            deps,
-            events,
-            report,
-            started,
-            Err(format!("cannot create the artifacts dir: {e}")),
-        );
+        return finish(job, deps, events, report, started, Err(format!("cannot create the artifacts dir: {e}")));
     }
     let ctx = TaskContext {
         run_id: job.run_id,
@@ -302,20 +259,16 @@ fn run_job(job: Job, deps: &Deps, events: &broadcast::Sender<Event>) -> Report {
         log: log.clone(),
         stop: stop.clone(),
     };
-    let result =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.op.run(&ctx, &job.with)))
-            .unwrap_or_else(|_| Err("the op panicked (a bug in mlbox: please report it)".into()));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.op.run(&ctx, &job.with)))
+        .unwrap_or_else(|_| Err("the op panicked (a bug in mlbox: please report it)".into()));
     let result = match (result, stop.reason()) {
-        (Err(e), Some(StopReason::TimedOut)) => Err(format!(
-            "timed out after {:?}: {e}",
-            job.timeout.unwrap_or_default()
-        )),
+        (Err(e), Some(StopReason::TimedOut)) => {
+            Err(format!("timed out after {:?}: {e}", job.timeout.unwrap_or_default()))
+        }
         (r, _) => r,
     };
     let result = result.and_then(|outcome| match outcome {
-        Outcome::Done(outputs) => {
-            save_outputs(&job, deps, &artifacts_dir, outputs).map(|o| (o, None, None))
-        }
+        Outcome::Done(outputs) => save_outputs(&job, deps, &artifacts_dir, outputs).map(|o| (o, None, None)),
         Outcome::Branch { outputs, follow } => {
             save_outputs(&job, deps, &artifacts_dir, outputs).map(|o| (o, Some(follow), None))
         }
@@ -326,14 +279,7 @@ fn run_job(job: Job, deps: &Deps, events: &broadcast::Sender<Event>) -> Report {
     }
     log.finish();
     let _ = std::fs::remove_dir_all(&work);
-    finish(
-        job,
-        deps,
-        events,
-        report_with_stop(report, &stop),
-        started,
-        result,
-    )
+    finish(job, deps, events, report_with_stop(report, &stop), started, result)
 }
 
 fn report_with_stop(mut r: Report, stop: &StopSignal) -> Report {
@@ -349,36 +295,22 @@ fn report_with_stop(mut r: Report, stop: &StopSignal) -> Report {
 
 type Result3 = Result<(Value, Option<Vec<String>>, Option<Duration>), String>;
 
-fn save_outputs(
-    job: &Job,
-    deps: &Deps,
-    artifacts_dir: &std::path::Path,
-    outputs: Value,
-) -> Result<Value, String> {
+fn save_outputs(job: &Job, deps: &Deps, artifacts_dir: &std::path::Path, outputs: Value) -> Result<Value, String> {
     let size = outputs.to_string().len();
     if size > MAX_OUTPUTS {
         return Err(format!(
             "outputs are {size} bytes; the limit is {MAX_OUTPUTS} (64 KiB): write large data as files to $MLBOX_ARTIFACTS instead"
         ));
     }
-    let files = artifacts::collect(artifacts_dir, &deps.data_dir)
-        .map_err(|e| format!("saving artifacts failed: {e}"))?;
+    let files =
+        artifacts::collect(artifacts_dir, &deps.data_dir).map_err(|e| format!("saving artifacts failed: {e}"))?;
     if !files.is_empty() {
         let (run, task, map) = (job.run_id, job.task_id.clone(), job.map_index);
         deps.store
             .write(move |tx| {
                 let now = store::now_us();
                 for f in &files {
-                    runs::add_artifact(
-                        tx,
-                        run,
-                        &task,
-                        map,
-                        &f.name,
-                        &f.sha256,
-                        f.size as i64,
-                        now,
-                    )?;
+                    runs::add_artifact(tx, run, &task, map, &f.name, &f.sha256, f.size as i64, now)?;
                 }
                 Ok(())
             })

@@ -74,14 +74,9 @@ pub struct Engine {
 impl Engine {
     /// Recover from an unclean stop, then start the scheduler and executor threads.
     pub fn start(deps: Deps) -> Result<Engine> {
-        let recovered = deps
-            .store
-            .write(|tx| runs::recover_interrupted(tx, store::now_us()))?;
+        let recovered = deps.store.write(|tx| runs::recover_interrupted(tx, store::now_us()))?;
         if recovered > 0 {
-            tracing::warn!(
-                recovered,
-                "Recovered task attempts interrupted by an unclean stop"
-            );
+            tracing::warn!(recovered, "Recovered task attempts interrupted by an unclean stop");
         }
         let (events, _) = broadcast::channel(8192);
         let (tx, rx) = mpsc::channel();
@@ -90,11 +85,7 @@ impl Engine {
             .name("mlbox-scheduler".into())
             .spawn(move || sched.run())
             .map_err(Error::internal)?;
-        Ok(Engine {
-            tx,
-            thread: Mutex::new(Some(thread)),
-            events,
-        })
+        Ok(Engine { tx, thread: Mutex::new(Some(thread)), events })
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -134,12 +125,7 @@ pub fn create_run(
     logical_date: i64,
     params: BTreeMap<String, Value>,
 ) -> Result<Option<i64>> {
-    let tasks: Vec<(String, u32)> = plan
-        .spec
-        .tasks
-        .iter()
-        .map(|t| (t.id.clone(), t.retries + 1))
-        .collect();
+    let tasks: Vec<(String, u32)> = plan.spec.tasks.iter().map(|t| (t.id.clone(), t.retries + 1)).collect();
     let pipeline = plan.spec.name.clone();
     let yaml = yaml.to_string();
     let hash = spec_hash(&yaml);

@@ -194,8 +194,7 @@ impl Scheduler {
         if let Some(p) = self.plans.get(hash) {
             return Ok(p.clone());
         }
-        let plan =
-            Arc::new(pipeline::load("run spec", yaml, &self.deps.ops).map_err(|e| e.to_string())?);
+        let plan = Arc::new(pipeline::load("run spec", yaml, &self.deps.ops).map_err(|e| e.to_string())?);
         self.plans.insert(hash.to_string(), plan.clone());
         Ok(plan)
     }
@@ -206,10 +205,7 @@ impl Scheduler {
         if self.draining.is_some() || self.runs.contains_key(&id) {
             return;
         }
-        let loaded = self
-            .deps
-            .store
-            .read(|c| Ok((runs::get(c, id)?, runs::tasks(c, id)?)));
+        let loaded = self.deps.store.read(|c| Ok((runs::get(c, id)?, runs::tasks(c, id)?)));
         let (run, rows) = match loaded {
             Ok((Some(run), rows)) => (run, rows),
             Ok((None, _)) => return,
@@ -224,19 +220,11 @@ impl Scheduler {
         let plan = match self.plan_for(&run.yaml, &run.spec_hash) {
             Ok(p) => p,
             Err(e) => {
-                self.fail_run_now(
-                    id,
-                    &run.pipeline,
-                    &format!("the run's pipeline spec no longer loads: {e}"),
-                );
+                self.fail_run_now(id, &run.pipeline, &format!("the run's pipeline spec no longer loads: {e}"));
                 return;
             }
         };
-        let active = self
-            .runs
-            .values()
-            .filter(|r| r.pipeline == run.pipeline)
-            .count();
+        let active = self.runs.values().filter(|r| r.pipeline == run.pipeline).count();
         if run.state == "queued" && active >= plan.spec.max_active_runs as usize {
             let q = self.waiting.entry(run.pipeline.clone()).or_default();
             if !q.contains(&id) {
@@ -245,85 +233,48 @@ impl Scheduler {
             return;
         }
         let mut nodes: Vec<Node> = Vec::with_capacity(plan.spec.tasks.len());
-        let mut by_task: HashMap<&str, (Option<runs::TaskRow>, Vec<runs::TaskRow>)> =
-            HashMap::new();
+        let mut by_task: HashMap<&str, (Option<runs::TaskRow>, Vec<runs::TaskRow>)> = HashMap::new();
         for r in &rows {
             let e = by_task.entry(r.task_id.as_str()).or_default();
-            if r.map_index < 0 {
-                e.0 = Some(r.clone())
-            } else {
-                e.1.push(r.clone())
-            }
+            if r.map_index < 0 { e.0 = Some(r.clone()) } else { e.1.push(r.clone()) }
         }
         for t in &plan.spec.tasks {
             let Some((Some(main), items)) = by_task.remove(t.id.as_str()) else {
-                self.fail_run_now(
-                    id,
-                    &run.pipeline,
-                    &format!("task `{}` has no instance in the store", t.id),
-                );
+                self.fail_run_now(id, &run.pipeline, &format!("task `{}` has no instance in the store", t.id));
                 return;
             };
             let mut items: Vec<Unit> = items.iter().map(Unit::from_row).collect();
             items.sort_by_key(|u| u.map_index);
-            nodes.push(Node {
-                expanded: !items.is_empty(),
-                main: Unit::from_row(&main),
-                items,
-            });
+            nodes.push(Node { expanded: !items.is_empty(), main: Unit::from_row(&main), items });
         }
-        let params: BTreeMap<String, Value> =
-            serde_json::from_value(run.params.clone()).unwrap_or_default();
+        let params: BTreeMap<String, Value> = serde_json::from_value(run.params.clone()).unwrap_or_default();
         let logical = us_to_dt(run.logical_date);
-        let mut ctx = Context {
-            params,
-            ..Default::default()
-        };
+        let mut ctx = Context { params, ..Default::default() };
         ctx.run.insert("id".into(), json!(run.id));
         ctx.run.insert("pipeline".into(), json!(run.pipeline));
-        ctx.run.insert(
-            "logical_date".into(),
-            json!(logical.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        );
-        ctx.run
-            .insert("ds".into(), json!(logical.format("%Y-%m-%d").to_string()));
+        ctx.run.insert("logical_date".into(), json!(logical.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+        ctx.run.insert("ds".into(), json!(logical.format("%Y-%m-%d").to_string()));
         for (i, n) in nodes.iter().enumerate() {
             if n.main.state == State::Success {
-                ctx.outputs.insert(
-                    plan.spec.tasks[i].id.clone(),
-                    n.main.outputs.clone().unwrap_or(json!({})),
-                );
+                ctx.outputs.insert(plan.spec.tasks[i].id.clone(), n.main.outputs.clone().unwrap_or(json!({})));
             }
         }
         let now = store::now_us();
         if run.state == "queued" {
-            self.deps
-                .store
-                .write_nowait(move |tx| runs::set_run_state(tx, id, "running", now, None));
+            self.deps.store.write_nowait(move |tx| runs::set_run_state(tx, id, "running", now, None));
             self.emit_run(id, &run.pipeline, "running", None);
         }
-        let mut rs = RunState {
-            pipeline: run.pipeline.clone(),
-            plan,
-            ctx,
-            nodes,
-            cancelling: false,
-            started: Instant::now(),
-        };
+        let mut rs =
+            RunState { pipeline: run.pipeline.clone(), plan, ctx, nodes, cancelling: false, started: Instant::now() };
         // Re-dispatch what a previous process left queued, and re-arm retries.
         let mut requeue = Vec::new();
         for (i, n) in rs.nodes.iter_mut().enumerate() {
-            let units: Vec<&mut Unit> = if n.expanded {
-                n.items.iter_mut().collect()
-            } else {
-                vec![&mut n.main]
-            };
+            let units: Vec<&mut Unit> = if n.expanded { n.items.iter_mut().collect() } else { vec![&mut n.main] };
             for u in units {
                 match u.state {
                     State::Queued => requeue.push((i, u.map_index)),
                     State::UpForRetry => {
-                        self.timers
-                            .push(Reverse((Instant::now(), Timer::Unit(id, i, u.map_index))));
+                        self.timers.push(Reverse((Instant::now(), Timer::Unit(id, i, u.map_index))));
                     }
                     _ => {}
                 }
@@ -339,10 +290,7 @@ impl Scheduler {
     fn fail_run_now(&mut self, id: i64, pipeline: &str, error: &str) {
         tracing::error!(run = id, error, "Run failed before it started");
         let (now, err) = (store::now_us(), error.to_string());
-        let _ = self
-            .deps
-            .store
-            .write(move |tx| runs::set_run_state(tx, id, "failed", now, Some(&err)));
+        let _ = self.deps.store.write(move |tx| runs::set_run_state(tx, id, "failed", now, Some(&err)));
         self.emit_run(id, pipeline, "failed", Some(error.to_string()));
     }
 
@@ -359,11 +307,7 @@ impl Scheduler {
             return;
         };
         let node = &mut run.nodes[idx];
-        let unit = if map_index < 0 {
-            &mut node.main
-        } else {
-            &mut node.items[map_index as usize]
-        };
+        let unit = if map_index < 0 { &mut node.main } else { &mut node.items[map_index as usize] };
         unit.state = state;
         let ti = unit.ti;
         let now = store::now_us();
@@ -422,31 +366,23 @@ impl Scheduler {
                 let skipped_by_branch = plan.upstream[i].iter().any(|&u| {
                     let n = &run.nodes[u];
                     n.main.state == State::Success
-                        && n.main
-                            .outputs
-                            .as_ref()
-                            .and_then(|o| o.get("follow"))
-                            .and_then(Value::as_array)
-                            .is_some_and(|f| {
+                        && n.main.outputs.as_ref().and_then(|o| o.get("follow")).and_then(Value::as_array).is_some_and(
+                            |f| {
                                 plan.spec.tasks[u].op == "branch"
                                     && !f.iter().any(|x| x.as_str() == Some(task.id.as_str()))
-                            })
+                            },
+                        )
                 });
                 let decision = if skipped_by_branch {
                     Decision::Skip
                 } else {
-                    let ups: Vec<State> = plan.upstream[i]
-                        .iter()
-                        .map(|&u| run.nodes[u].main.state)
-                        .collect();
+                    let ups: Vec<State> = plan.upstream[i].iter().map(|&u| run.nodes[u].main.state).collect();
                     decide(task.trigger_rule, &ups)
                 };
                 match decision {
                     Decision::Wait => {}
                     Decision::Skip => self.set_unit(run_id, i, -1, State::Skipped, None, None),
-                    Decision::UpstreamFailed => {
-                        self.set_unit(run_id, i, -1, State::UpstreamFailed, None, None)
-                    }
+                    Decision::UpstreamFailed => self.set_unit(run_id, i, -1, State::UpstreamFailed, None, None),
                     Decision::Run => self.start_task(run_id, i),
                 }
             }
@@ -477,26 +413,12 @@ impl Scheduler {
                     return;
                 }
                 Err(e) => {
-                    self.set_unit(
-                        run_id,
-                        idx,
-                        -1,
-                        State::Failed,
-                        None,
-                        Some(format!("foreach: {e}")),
-                    );
+                    self.set_unit(run_id, idx, -1, State::Failed, None, Some(format!("foreach: {e}")));
                     return;
                 }
             };
             if items.is_empty() {
-                self.set_unit(
-                    run_id,
-                    idx,
-                    -1,
-                    State::Success,
-                    Some(json!({"results": []})),
-                    None,
-                );
+                self.set_unit(run_id, idx, -1, State::Success, Some(json!({"results": []})), None);
                 return;
             }
             let (task_id, max_tries, ti) = (task.id.clone(), task.retries + 1, node.main.ti);
@@ -506,11 +428,7 @@ impl Scheduler {
                 runs::update_ti(
                     tx,
                     ti,
-                    &runs::TiUpdate {
-                        state: "running",
-                        started_at: Some(now),
-                        ..Default::default()
-                    },
+                    &runs::TiUpdate { state: "running", started_at: Some(now), ..Default::default() },
                 )?;
                 runs::expand(tx, run_id, &task_id, &its, max_tries)
             });
@@ -558,11 +476,7 @@ impl Scheduler {
                 runs::update_ti(
                     tx,
                     ti,
-                    &runs::TiUpdate {
-                        state: "running",
-                        started_at: Some(now),
-                        ..Default::default()
-                    },
+                    &runs::TiUpdate { state: "running", started_at: Some(now), ..Default::default() },
                 )
             });
             if let Some(run) = self.runs.get_mut(&run_id) {
@@ -588,11 +502,7 @@ impl Scheduler {
         };
         let task = &run.plan.spec.tasks[idx];
         let node = &mut run.nodes[idx];
-        let unit = if map_index < 0 {
-            &mut node.main
-        } else {
-            &mut node.items[map_index as usize]
-        };
+        let unit = if map_index < 0 { &mut node.main } else { &mut node.items[map_index as usize] };
         let mut ctx = run.ctx.clone();
         ctx.item = unit.item.clone();
         let with = match ctx.render(&task.with) {
@@ -613,15 +523,7 @@ impl Scheduler {
             unit.state = State::Queued;
             let (ti, now) = (unit.ti, store::now_us());
             self.deps.store.write_nowait(move |tx| {
-                runs::update_ti(
-                    tx,
-                    ti,
-                    &runs::TiUpdate {
-                        state: "queued",
-                        queued_at: Some(now),
-                        ..Default::default()
-                    },
-                )
+                runs::update_ti(tx, ti, &runs::TiUpdate { state: "queued", queued_at: Some(now), ..Default::default() })
             });
         }
         unit.in_flight = true;
@@ -654,11 +556,7 @@ impl Scheduler {
             return;
         };
         let node = &mut run.nodes[r.task_idx];
-        let unit = if r.map_index < 0 {
-            &mut node.main
-        } else {
-            &mut node.items[r.map_index as usize]
-        };
+        let unit = if r.map_index < 0 { &mut node.main } else { &mut node.items[r.map_index as usize] };
         unit.in_flight = false;
         unit.state = r.state;
         unit.try_number = r.try_number;
@@ -669,20 +567,14 @@ impl Scheduler {
             State::Running => {
                 if let Some(after) = r.poke_after {
                     unit.first_poke_at = Some(r.first_poke_at);
-                    self.timers.push(Reverse((
-                        Instant::now() + after,
-                        Timer::Unit(r.run_id, r.task_idx, r.map_index),
-                    )));
+                    self.timers.push(Reverse((Instant::now() + after, Timer::Unit(r.run_id, r.task_idx, r.map_index))));
                 }
                 return;
             }
             State::UpForRetry => {
                 unit.first_poke_at = None;
                 if let Some(at) = r.retry_at {
-                    self.timers.push(Reverse((
-                        at,
-                        Timer::Unit(r.run_id, r.task_idx, r.map_index),
-                    )));
+                    self.timers.push(Reverse((at, Timer::Unit(r.run_id, r.task_idx, r.map_index))));
                 }
                 return;
             }
@@ -710,10 +602,7 @@ impl Scheduler {
             return;
         };
         let node = &run.nodes[idx];
-        if !node.expanded
-            || node.main.state.is_terminal()
-            || !node.items.iter().all(|u| u.state.is_terminal())
-        {
+        if !node.expanded || node.main.state.is_terminal() || !node.items.iter().all(|u| u.state.is_terminal()) {
             return;
         }
         let state = if node.items.iter().all(|u| u.state == State::Success) {
@@ -723,46 +612,25 @@ impl Scheduler {
         } else {
             State::Failed
         };
-        let results: Vec<Value> = node
-            .items
-            .iter()
-            .map(|u| u.outputs.clone().unwrap_or(Value::Null))
-            .collect();
-        let failed = node
-            .items
-            .iter()
-            .filter(|u| u.state != State::Success)
-            .count();
-        let error = (state != State::Success)
-            .then(|| format!("{failed} of {} items did not succeed", node.items.len()));
-        self.set_unit(
-            run_id,
-            idx,
-            -1,
-            state,
-            Some(json!({ "results": results })),
-            error,
-        );
+        let results: Vec<Value> = node.items.iter().map(|u| u.outputs.clone().unwrap_or(Value::Null)).collect();
+        let failed = node.items.iter().filter(|u| u.state != State::Success).count();
+        let error =
+            (state != State::Success).then(|| format!("{failed} of {} items did not succeed", node.items.len()));
+        self.set_unit(run_id, idx, -1, state, Some(json!({ "results": results })), error);
     }
 
     fn maybe_finish(&mut self, run_id: i64) {
         let Some(run) = self.runs.get(&run_id) else {
             return;
         };
-        let all_done = run
-            .nodes
-            .iter()
-            .all(|n| n.main.state.is_terminal() && n.items.iter().all(|u| !u.in_flight));
+        let all_done = run.nodes.iter().all(|n| n.main.state.is_terminal() && n.items.iter().all(|u| !u.in_flight));
         if !all_done {
             return;
         }
         let states: Vec<State> = run.nodes.iter().map(|n| n.main.state).collect();
         let state = if run.cancelling {
             "cancelled"
-        } else if states
-            .iter()
-            .all(|s| matches!(s, State::Success | State::Skipped))
-        {
+        } else if states.iter().all(|s| matches!(s, State::Success | State::Skipped)) {
             "success"
         } else {
             "failed"
@@ -779,21 +647,13 @@ impl Scheduler {
         let now = store::now_us();
         let err = error.clone();
         // Waited on: when the run is reported finished, every state change before it is durable.
-        if let Err(e) = self
-            .deps
-            .store
-            .write(move |tx| runs::set_run_state(tx, run_id, state, now, err.as_deref()))
-        {
+        if let Err(e) = self.deps.store.write(move |tx| runs::set_run_state(tx, run_id, state, now, err.as_deref())) {
             tracing::error!(run = run_id, error = %e, "Cannot record the end of a run");
         }
         tracing::info!(run = run_id, pipeline = %pipeline, state, elapsed_ms = elapsed.as_millis() as u64, "Run finished");
         self.runs.remove(&run_id);
         self.emit_run(run_id, &pipeline, state, error);
-        if let Some(next) = self
-            .waiting
-            .get_mut(&pipeline)
-            .and_then(VecDeque::pop_front)
-        {
+        if let Some(next) = self.waiting.get_mut(&pipeline).and_then(VecDeque::pop_front) {
             self.start_run(next);
         }
     }
@@ -829,14 +689,7 @@ impl Scheduler {
             }
         }
         for (i, m) in to_cancel {
-            self.set_unit(
-                run_id,
-                i,
-                m,
-                State::Cancelled,
-                None,
-                Some("cancelled".into()),
-            );
+            self.set_unit(run_id, i, m, State::Cancelled, None, Some("cancelled".into()));
             if m >= 0 {
                 self.aggregate(run_id, i);
             }
@@ -864,11 +717,7 @@ impl Scheduler {
                         continue;
                     }
                     let n = &run.nodes[idx];
-                    let u = if map_index < 0 {
-                        &n.main
-                    } else {
-                        &n.items[map_index as usize]
-                    };
+                    let u = if map_index < 0 { &n.main } else { &n.items[map_index as usize] };
                     if !u.in_flight && matches!(u.state, State::UpForRetry | State::Running) {
                         self.queue_unit(run_id, idx, map_index);
                     }
@@ -898,18 +747,8 @@ impl Scheduler {
             let Ok(schedule) = Schedule::parse(sched) else {
                 continue;
             };
-            let catchup = self
-                .plan_for(&p.yaml, &p.spec_hash)
-                .map(|pl| pl.spec.catchup)
-                .unwrap_or(false);
-            self.cron.insert(
-                p.name.clone(),
-                CronEntry {
-                    schedule,
-                    next_logical: next,
-                    catchup,
-                },
-            );
+            let catchup = self.plan_for(&p.yaml, &p.spec_hash).map(|pl| pl.spec.catchup).unwrap_or(false);
+            self.cron.insert(p.name.clone(), CronEntry { schedule, next_logical: next, catchup });
         }
         self.cron_tick();
     }
@@ -946,10 +785,7 @@ impl Scheduler {
                 self.create_scheduled(&name, &due);
                 let new_next = (!finished).then_some(d.timestamp_micros());
                 let n = name.clone();
-                let _ = self
-                    .deps
-                    .store
-                    .write(move |tx| pipelines::set_next_logical(tx, &n, new_next));
+                let _ = self.deps.store.write(move |tx| pipelines::set_next_logical(tx, &n, new_next));
                 match new_next {
                     Some(v) => {
                         if let Some(e) = self.cron.get_mut(&name) {
@@ -969,8 +805,7 @@ impl Scheduler {
         self.timers.retain(|Reverse((_, t))| *t != Timer::Cron);
         if let Some(at) = next_fire {
             let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-            self.timers
-                .push(Reverse((Instant::now() + wait, Timer::Cron)));
+            self.timers.push(Reverse((Instant::now() + wait, Timer::Cron)));
         }
     }
 
@@ -1021,26 +856,15 @@ impl Scheduler {
             // Never started: it stays queued (or poking) in the store and runs after a restart.
             if let Some(run) = self.runs.get_mut(&job.run_id) {
                 let n = &mut run.nodes[job.task_idx];
-                let u = if job.map_index < 0 {
-                    &mut n.main
-                } else {
-                    &mut n.items[job.map_index as usize]
-                };
+                let u = if job.map_index < 0 { &mut n.main } else { &mut n.items[job.map_index as usize] };
                 u.in_flight = false;
             }
         }
         let in_flight = |s: &Scheduler| {
-            s.runs.values().any(|r| {
-                r.nodes
-                    .iter()
-                    .any(|n| n.main.in_flight || n.items.iter().any(|u| u.in_flight))
-            })
+            s.runs.values().any(|r| r.nodes.iter().any(|n| n.main.in_flight || n.items.iter().any(|u| u.in_flight)))
         };
         if in_flight(self) {
-            tracing::info!(
-                grace_s = grace.as_secs_f64(),
-                "Waiting for running tasks to finish"
-            );
+            tracing::info!(grace_s = grace.as_secs_f64(), "Waiting for running tasks to finish");
         }
         let mut stopped = false;
         while in_flight(self) {
@@ -1049,10 +873,7 @@ impl Scheduler {
                 tracing::warn!("Grace period over: stopping the tasks still running");
                 for r in self.runs.values() {
                     for n in &r.nodes {
-                        for u in std::iter::once(&n.main)
-                            .chain(n.items.iter())
-                            .filter(|u| u.in_flight)
-                        {
+                        for u in std::iter::once(&n.main).chain(n.items.iter()).filter(|u| u.in_flight) {
                             u.stop.stop(StopReason::Shutdown);
                         }
                     }

@@ -46,21 +46,11 @@ impl State {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            State::Success
-                | State::Failed
-                | State::Skipped
-                | State::UpstreamFailed
-                | State::Cancelled
-        )
+        matches!(self, State::Success | State::Failed | State::Skipped | State::UpstreamFailed | State::Cancelled)
     }
 
     fn is_failure(self) -> bool {
-        matches!(
-            self,
-            State::Failed | State::UpstreamFailed | State::Cancelled
-        )
+        matches!(self, State::Failed | State::UpstreamFailed | State::Cancelled)
     }
 }
 
@@ -86,9 +76,7 @@ pub fn decide(rule: TriggerRule, upstream: &[State]) -> Decision {
         TriggerRule::OneFailed if any_failed => Decision::Run,
         TriggerRule::OneFailed if done => Decision::Skip,
         TriggerRule::OneSuccess if any_success => Decision::Run,
-        TriggerRule::OneSuccess if done && upstream.iter().all(|s| *s == State::Skipped) => {
-            Decision::Skip
-        }
+        TriggerRule::OneSuccess if done && upstream.iter().all(|s| *s == State::Skipped) => Decision::Skip,
         TriggerRule::OneSuccess if done => Decision::UpstreamFailed,
         TriggerRule::NoneFailed if any_failed => Decision::UpstreamFailed,
         TriggerRule::NoneFailed if done => Decision::Run,

@@ -52,12 +52,11 @@ pub fn truthy(v: &Value) -> Result<bool, String> {
     match v {
         Value::Bool(b) => Ok(*b),
         Value::Number(n) => Ok(n.as_f64().is_some_and(|f| f != 0.0)),
-        Value::String(s) => evalexpr::eval_boolean(s)
-            .map_err(|e| format!("condition {s:?} is not a true/false expression: {e}")),
+        Value::String(s) => {
+            evalexpr::eval_boolean(s).map_err(|e| format!("condition {s:?} is not a true/false expression: {e}"))
+        }
         Value::Null => Ok(false),
-        other => Err(format!(
-            "condition must be true/false or an expression, got {other}"
-        )),
+        other => Err(format!("condition must be true/false or an expression, got {other}")),
     }
 }
 
@@ -87,28 +86,14 @@ impl Op for Branch {
     }
     fn params(&self) -> &'static [Param] {
         const P: &[Param] = &[
-            req(
-                "cases",
-                Kind::List,
-                "a list of {when: CONDITION, run: [task ids]}; the first true case wins",
-            ),
-            opt(
-                "otherwise",
-                Kind::Any,
-                "task ids to run when no case is true (default: none)",
-            ),
+            req("cases", Kind::List, "a list of {when: CONDITION, run: [task ids]}; the first true case wins"),
+            opt("otherwise", Kind::Any, "task ids to run when no case is true (default: none)"),
         ];
         P
     }
     fn check(&self, with: &Value) -> Vec<String> {
         let mut errors = Vec::new();
-        for (i, c) in with
-            .get("cases")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
+        for (i, c) in with.get("cases").and_then(Value::as_array).into_iter().flatten().enumerate() {
             if c.get("when").is_none() || c.get("run").is_none() {
                 errors.push(format!("case {} needs both `when` and `run`", i + 1));
             }
@@ -123,30 +108,16 @@ impl Op for Branch {
         for (i, case) in p.cases.into_iter().enumerate() {
             if truthy(&case.when)? {
                 let follow = case.run.into_vec();
-                ctx.log.line(&format!(
-                    "case {} is true: following {}",
-                    i + 1,
-                    follow.join(", ")
-                ));
-                return Ok(Outcome::Branch {
-                    outputs: json!({"case": i + 1, "follow": follow}),
-                    follow,
-                });
+                ctx.log.line(&format!("case {} is true: following {}", i + 1, follow.join(", ")));
+                return Ok(Outcome::Branch { outputs: json!({"case": i + 1, "follow": follow}), follow });
             }
         }
         let follow = p.otherwise.map(OneOrMany::into_vec).unwrap_or_default();
         ctx.log.line(&format!(
             "no case is true: following {}",
-            if follow.is_empty() {
-                "nothing".into()
-            } else {
-                follow.join(", ")
-            }
+            if follow.is_empty() { "nothing".into() } else { follow.join(", ") }
         ));
-        Ok(Outcome::Branch {
-            outputs: json!({"case": null, "follow": follow}),
-            follow,
-        })
+        Ok(Outcome::Branch { outputs: json!({"case": null, "follow": follow}), follow })
     }
 }
 
@@ -164,7 +135,8 @@ mod tests {
 
     #[test]
     fn targets_cover_cases_and_otherwise() {
-        let w = json!({"cases": [{"when": "true", "run": ["a", "b"]}, {"when": "false", "run": "c"}], "otherwise": "d"});
+        let w =
+            json!({"cases": [{"when": "true", "run": ["a", "b"]}, {"when": "false", "run": "c"}], "otherwise": "d"});
         assert_eq!(targets(&w), vec!["a", "b", "c", "d"]);
     }
 }

@@ -42,27 +42,11 @@ impl Op for Http {
     fn params(&self) -> &'static [Param] {
         const P: &[Param] = &[
             req("url", Kind::String, "http:// or https:// URL"),
-            opt(
-                "method",
-                Kind::String,
-                "GET (default), POST, PUT, PATCH, DELETE or HEAD",
-            ),
+            opt("method", Kind::String, "GET (default), POST, PUT, PATCH, DELETE or HEAD"),
             opt("headers", Kind::Map, "request headers"),
-            opt(
-                "body",
-                Kind::Any,
-                "request body: a string is sent as is, anything else as JSON",
-            ),
-            opt(
-                "timeout",
-                Kind::Duration,
-                "request timeout (default 30s, capped by the task timeout)",
-            ),
-            opt(
-                "fail_on_error",
-                Kind::Bool,
-                "fail the task on a 4xx/5xx status (default true)",
-            ),
+            opt("body", Kind::Any, "request body: a string is sent as is, anything else as JSON"),
+            opt("timeout", Kind::Duration, "request timeout (default 30s, capped by the task timeout)"),
+            opt("fail_on_error", Kind::Bool, "fail the task on a 4xx/5xx status (default true)"),
         ];
         P
     }
@@ -89,16 +73,11 @@ impl Op for Http {
         if let Some(rem) = ctx.stop.remaining() {
             timeout = timeout.min(rem);
         }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent: ureq::Agent =
+            ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into();
         let method = p.method.to_ascii_uppercase();
         ctx.log.line(&format!("{method} {}", p.url));
-        let mut req = ureq::http::Request::builder()
-            .method(method.as_str())
-            .uri(&p.url);
+        let mut req = ureq::http::Request::builder().method(method.as_str()).uri(&p.url);
         for (k, v) in &p.headers {
             req = req.header(k, v);
         }
@@ -111,18 +90,10 @@ impl Op for Http {
             }
         };
         let req = req.body(body).map_err(|e| format!("bad request: {e}"))?;
-        let mut resp = agent
-            .run(req)
-            .map_err(|e| format!("{method} {} failed: {e}", p.url))?;
+        let mut resp = agent.run(req).map_err(|e| format!("{method} {} failed: {e}", p.url))?;
         let status = resp.status().as_u16();
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(1 << 20)
-            .read_to_string()
-            .unwrap_or_default();
-        ctx.log
-            .line(&format!("status {status}, {} bytes", text.len()));
+        let text = resp.body_mut().with_config().limit(1 << 20).read_to_string().unwrap_or_default();
+        ctx.log.line(&format!("status {status}, {} bytes", text.len()));
         let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
         if p.fail_on_error && status >= 400 {
             return Err(format!(

@@ -57,9 +57,7 @@ impl Kind {
             Kind::Float => v.is_number(),
             Kind::Bool => v.is_boolean(),
             Kind::Duration => {
-                v.is_number()
-                    || v.as_str()
-                        .is_some_and(|s| crate::pipeline::spec::parse_duration(s).is_some())
+                v.is_number() || v.as_str().is_some_and(|s| crate::pipeline::spec::parse_duration(s).is_some())
             }
             Kind::Map => v.is_object(),
             Kind::List => v.is_array(),
@@ -78,20 +76,10 @@ pub struct Param {
 }
 
 pub const fn req(name: &'static str, kind: Kind, doc: &'static str) -> Param {
-    Param {
-        name,
-        kind,
-        required: true,
-        doc,
-    }
+    Param { name, kind, required: true, doc }
 }
 pub const fn opt(name: &'static str, kind: Kind, doc: &'static str) -> Param {
-    Param {
-        name,
-        kind,
-        required: false,
-        doc,
-    }
+    Param { name, kind, required: false, doc }
 }
 
 /// How an op invocation ended (errors are `Err(String)` with a message for the task log).
@@ -122,17 +110,11 @@ pub struct StopSignal {
 
 impl StopSignal {
     pub fn new(deadline: Option<Instant>) -> Self {
-        StopSignal {
-            flag: Arc::default(),
-            deadline,
-        }
+        StopSignal { flag: Arc::default(), deadline }
     }
     /// The same flag with an attempt's own deadline.
     pub fn with_deadline(&self, deadline: Option<Instant>) -> Self {
-        StopSignal {
-            flag: self.flag.clone(),
-            deadline,
-        }
+        StopSignal { flag: self.flag.clone(), deadline }
     }
     pub fn stop(&self, reason: StopReason) {
         let code = match reason {
@@ -140,9 +122,7 @@ impl StopSignal {
             StopReason::TimedOut => 2,
             StopReason::Shutdown => 3,
         };
-        let _ = self
-            .flag
-            .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
+        let _ = self.flag.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
     }
     pub fn reason(&self) -> Option<StopReason> {
         match self.flag.load(Ordering::SeqCst) {
@@ -154,8 +134,7 @@ impl StopSignal {
         }
     }
     pub fn remaining(&self) -> Option<Duration> {
-        self.deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
+        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
     }
 }
 
@@ -193,8 +172,7 @@ pub trait Op: Send + Sync + 'static {
 
 /// Deserialize rendered op parameters, with an error that names the op.
 pub fn decode<T: serde::de::DeserializeOwned>(op: &str, with: &Value) -> Result<T, String> {
-    serde_json::from_value(with.clone())
-        .map_err(|e| format!("{op}: bad parameters after rendering templates: {e}"))
+    serde_json::from_value(with.clone()).map_err(|e| format!("{op}: bad parameters after rendering templates: {e}"))
 }
 
 /// The ops mlbox knows, by name.
@@ -205,9 +183,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn builtin() -> Registry {
-        let mut r = Registry {
-            ops: BTreeMap::new(),
-        };
+        let mut r = Registry { ops: BTreeMap::new() };
         r.add(noop::Noop);
         r.add(shell::Shell);
         r.add(http::Http);
@@ -242,28 +218,18 @@ impl Registry {
                     errors.push(format!(
                         "unknown parameter `{key}`; {} takes: {}",
                         op.name(),
-                        if names.is_empty() {
-                            "no parameters".to_string()
-                        } else {
-                            names.join(", ")
-                        }
+                        if names.is_empty() { "no parameters".to_string() } else { names.join(", ") }
                     ));
                 }
-                Some(p) if !p.kind.accepts(value) => errors.push(format!(
-                    "type mismatch: `{key}` must be {}, got {value}",
-                    p.kind.name()
-                )),
+                Some(p) if !p.kind.accepts(value) => {
+                    errors.push(format!("type mismatch: `{key}` must be {}, got {value}", p.kind.name()))
+                }
                 Some(_) => {}
             }
         }
         for p in params.iter().filter(|p| p.required) {
             if !obj.contains_key(p.name) {
-                errors.push(format!(
-                    "missing parameter `{}` ({}): {}",
-                    p.name,
-                    p.kind.name(),
-                    p.doc
-                ));
+                errors.push(format!("missing parameter `{}` ({}): {}", p.name, p.kind.name(), p.doc));
             }
         }
         if errors.is_empty() {
@@ -277,13 +243,12 @@ impl Registry {
 pub fn duration_param(v: Option<&Value>, default: Duration) -> Result<Duration, String> {
     match v {
         None | Some(Value::Null) => Ok(default),
-        Some(Value::Number(n)) => n
-            .as_f64()
-            .filter(|f| *f >= 0.0)
-            .map(Duration::from_secs_f64)
-            .ok_or_else(|| format!("bad duration {n}")),
-        Some(Value::String(s)) => crate::pipeline::spec::parse_duration(s)
-            .ok_or_else(|| format!("bad duration {s:?}; use 30s, 5m, 2h")),
+        Some(Value::Number(n)) => {
+            n.as_f64().filter(|f| *f >= 0.0).map(Duration::from_secs_f64).ok_or_else(|| format!("bad duration {n}"))
+        }
+        Some(Value::String(s)) => {
+            crate::pipeline::spec::parse_duration(s).ok_or_else(|| format!("bad duration {s:?}; use 30s, 5m, 2h"))
+        }
         Some(other) => Err(format!("bad duration {other}")),
     }
 }

@@ -42,32 +42,17 @@ impl Sensor {
                 .http_status_as_error(false)
                 .build()
                 .into();
-            let ok = agent
-                .get(url)
-                .call()
-                .map(|r| r.status().as_u16() == 200)
-                .unwrap_or(false);
+            let ok = agent.get(url).call().map(|r| r.status().as_u16() == 200).unwrap_or(false);
             return Ok((ok, format!("GET {url}")));
         }
         if let Some(sql) = &p.sql {
-            let db =
-                p.db.as_deref()
-                    .ok_or("an `sql` sensor needs `db`: the path of a SQLite file")?;
-            let conn = rusqlite::Connection::open_with_flags(
-                db,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-            )
-            .map_err(|e| format!("cannot open {db}: {e}"))?;
+            let db = p.db.as_deref().ok_or("an `sql` sensor needs `db`: the path of a SQLite file")?;
+            let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| format!("cannot open {db}: {e}"))?;
             let v: Option<rusqlite::types::Value> = conn
                 .query_row(sql, [], |r| r.get(0))
                 .map(Some)
-                .or_else(|e| {
-                    if matches!(e, rusqlite::Error::QueryReturnedNoRows) {
-                        Ok(None)
-                    } else {
-                        Err(e)
-                    }
-                })
+                .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })
                 .map_err(|e| format!("query failed: {e}"))?;
             use rusqlite::types::Value as V;
             let ok = match v {
@@ -93,32 +78,12 @@ impl Op for Sensor {
     fn params(&self) -> &'static [Param] {
         const P: &[Param] = &[
             opt("file", Kind::String, "wait until this path exists"),
-            opt(
-                "http",
-                Kind::String,
-                "wait until GET on this URL answers 200",
-            ),
-            opt(
-                "sql",
-                Kind::String,
-                "wait until this query's first value is truthy (needs `db`)",
-            ),
+            opt("http", Kind::String, "wait until GET on this URL answers 200"),
+            opt("sql", Kind::String, "wait until this query's first value is truthy (needs `db`)"),
             opt("db", Kind::String, "SQLite file the `sql` query runs on"),
-            opt(
-                "condition",
-                Kind::Any,
-                "wait until this expression is true (rendered each poke)",
-            ),
-            opt(
-                "poke_interval",
-                Kind::Duration,
-                "time between checks (default 30s)",
-            ),
-            opt(
-                "timeout",
-                Kind::Duration,
-                "give up after this long (default 7d; the task timeout also applies)",
-            ),
+            opt("condition", Kind::Any, "wait until this expression is true (rendered each poke)"),
+            opt("poke_interval", Kind::Duration, "time between checks (default 30s)"),
+            opt("timeout", Kind::Duration, "give up after this long (default 7d; the task timeout also applies)"),
         ];
         P
     }
@@ -126,10 +91,7 @@ impl Op for Sensor {
         let n = KINDS.iter().filter(|k| with.get(**k).is_some()).count();
         let mut e = Vec::new();
         if n != 1 {
-            e.push(format!(
-                "a sensor needs exactly one of {}, found {n}",
-                KINDS.join(", ")
-            ));
+            e.push(format!("a sensor needs exactly one of {}, found {n}", KINDS.join(", ")));
         }
         if with.get("sql").is_some() && with.get("db").is_none() {
             e.push("an `sql` sensor needs `db`: the path of a SQLite file".into());
@@ -144,18 +106,12 @@ impl Op for Sensor {
         let (ok, what) = Self::poke(&p)?;
         if ok {
             ctx.log.line(&format!("sensor: {what} is ready"));
-            return Ok(Outcome::Done(
-                json!({"waited_s": ctx.first_poke_at.elapsed().as_secs_f64()}),
-            ));
+            return Ok(Outcome::Done(json!({"waited_s": ctx.first_poke_at.elapsed().as_secs_f64()})));
         }
         if ctx.first_poke_at.elapsed() >= timeout {
-            return Err(format!(
-                "sensor timed out after {timeout:?} waiting for {what}"
-            ));
+            return Err(format!("sensor timed out after {timeout:?} waiting for {what}"));
         }
-        ctx.log.line(&format!(
-            "sensor: {what} not ready; next poke in {interval:?}"
-        ));
+        ctx.log.line(&format!("sensor: {what} not ready; next poke in {interval:?}"));
         Ok(Outcome::Poke(interval))
     }
 }

@@ -57,17 +57,9 @@ impl Op for Shell {
     }
     fn params(&self) -> &'static [Param] {
         const P: &[Param] = &[
-            req(
-                "command",
-                Kind::String,
-                "the command line, run with `sh -c`",
-            ),
+            req("command", Kind::String, "the command line, run with `sh -c`"),
             opt("env", Kind::Map, "extra environment variables"),
-            opt(
-                "cwd",
-                Kind::String,
-                "working directory (default: the server's)",
-            ),
+            opt("cwd", Kind::String, "working directory (default: the server's)"),
         ];
         P
     }
@@ -95,12 +87,7 @@ impl Op for Shell {
             .env("MLBOX_OUTPUTS", &ctx.outputs_file)
             .process_group(0);
         for (k, v) in &p.env {
-            cmd.env(
-                k,
-                v.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string()),
-            );
+            cmd.env(k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
         }
         if let Some(cwd) = &p.cwd {
             cmd.current_dir(cwd);
@@ -129,9 +116,7 @@ impl Op for Shell {
             if stopped.is_none()
                 && let Some(reason) = ctx.stop.reason()
             {
-                ctx.log.line(&format!(
-                    "mlbox: stopping the command ({reason:?}): SIGTERM to its process group"
-                ));
+                ctx.log.line(&format!("mlbox: stopping the command ({reason:?}): SIGTERM to its process group"));
                 kill_group(pid, libc::SIGTERM);
                 stopped = Some(reason);
                 killed_at = Some(std::time::Instant::now());
@@ -168,9 +153,7 @@ impl Op for Shell {
             });
         }
         let outputs = match std::fs::read(&ctx.outputs_file) {
-            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {
-                Value::Object(Default::default())
-            }
+            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Value::Object(Default::default()),
             Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
                 Ok(v @ Value::Object(_)) => v,
                 Ok(_) => {

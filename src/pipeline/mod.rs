@@ -32,12 +32,19 @@ impl Plan {
 
 /// Parse and validate a pipeline file's text; `file` names it in error messages.
 pub fn load(file: &str, yaml: &str, ops: &crate::ops::Registry) -> Result<Plan, SpecErrors> {
-    let spec = spec::parse(yaml).map_err(|errors| SpecErrors {
-        file: file.to_string(),
-        errors,
-    })?;
-    validate::validate(spec, ops).map_err(|errors| SpecErrors {
-        file: file.to_string(),
-        errors,
-    })
+    let (spec, mut errors) = spec::parse(yaml);
+    let result = match spec {
+        Some(spec) => validate::validate(spec, ops),
+        None => Err(Vec::new()),
+    };
+    match result {
+        Ok(plan) if errors.is_empty() => Ok(plan),
+        Ok(_) => Err(SpecErrors { file: file.to_string(), errors }),
+        Err(more) => {
+            errors.extend(more);
+            errors.sort_by_key(|e| (e.line, e.col));
+            errors.dedup();
+            Err(SpecErrors { file: file.to_string(), errors })
+        }
+    }
 }

@@ -71,20 +71,14 @@ impl ParamType {
         let bad = || Err(format!("expected {}, got {}", self.name(), v));
         match (self, v) {
             (ParamType::String, Value::String(_)) => Ok(v.clone()),
-            (ParamType::String, Value::Number(_) | Value::Bool(_)) => {
-                Ok(Value::String(v.to_string()))
-            }
+            (ParamType::String, Value::Number(_) | Value::Bool(_)) => Ok(Value::String(v.to_string())),
             (ParamType::Int, Value::Number(n)) if n.is_i64() => Ok(v.clone()),
-            (ParamType::Float, Value::Number(n)) => {
-                Ok(n.as_f64().map(Value::from).unwrap_or(Value::Null))
-            }
+            (ParamType::Float, Value::Number(n)) => Ok(n.as_f64().map(Value::from).unwrap_or(Value::Null)),
             (ParamType::Bool, Value::Bool(_)) => Ok(v.clone()),
-            (ParamType::Date, Value::String(s)) => {
-                match chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-                    Ok(_) => Ok(v.clone()),
-                    Err(_) => Err(format!("expected a date as YYYY-MM-DD, got {s:?}")),
-                }
-            }
+            (ParamType::Date, Value::String(s)) => match chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+                Ok(_) => Ok(v.clone()),
+                Err(_) => Err(format!("expected a date as YYYY-MM-DD, got {s:?}")),
+            },
             (ParamType::List, Value::Array(_)) => Ok(v.clone()),
             (ParamType::Object, Value::Object(_)) => Ok(v.clone()),
             _ => bad(),
@@ -95,8 +89,7 @@ impl ParamType {
     pub fn parse_cli(self, text: &str) -> Result<Value, String> {
         let v = match self {
             ParamType::String | ParamType::Date => Value::String(text.to_string()),
-            _ => serde_json::from_str(text)
-                .map_err(|_| format!("expected {}, got {text:?}", self.name()))?,
+            _ => serde_json::from_str(text).map_err(|_| format!("expected {}, got {text:?}", self.name()))?,
         };
         self.coerce(&v)
     }
@@ -114,17 +107,11 @@ pub fn resolve(
             let known: Vec<&str> = defs.keys().map(String::as_str).collect();
             format!(
                 "unknown param `{name}`; this pipeline takes: {}",
-                if known.is_empty() {
-                    "no params".to_string()
-                } else {
-                    known.join(", ")
-                }
+                if known.is_empty() { "no params".to_string() } else { known.join(", ") }
             )
         })?;
         let v = match v {
-            Value::String(s) if !matches!(def.ty, ParamType::String | ParamType::Date) => {
-                def.ty.parse_cli(s)
-            }
+            Value::String(s) if !matches!(def.ty, ParamType::String | ParamType::Date) => def.ty.parse_cli(s),
             other => def.ty.coerce(other),
         }
         .map_err(|e| format!("param `{name}`: {e}"))?;
@@ -153,9 +140,7 @@ pub fn resolve(
 pub fn parse_pairs(pairs: &[String]) -> Result<BTreeMap<String, Value>, String> {
     let mut out = BTreeMap::new();
     for p in pairs {
-        let (k, v) = p
-            .split_once('=')
-            .ok_or_else(|| format!("--param {p:?}: write it as name=value"))?;
+        let (k, v) = p.split_once('=').ok_or_else(|| format!("--param {p:?}: write it as name=value"))?;
         out.insert(k.trim().to_string(), Value::String(v.to_string()));
     }
     Ok(out)
@@ -170,21 +155,11 @@ mod tests {
         let mut d = BTreeMap::new();
         d.insert(
             "n".into(),
-            ParamDef {
-                ty: ParamType::Int,
-                default: Some(json!(3)),
-                description: String::new(),
-                pos: Pos::default(),
-            },
+            ParamDef { ty: ParamType::Int, default: Some(json!(3)), description: String::new(), pos: Pos::default() },
         );
         d.insert(
             "day".into(),
-            ParamDef {
-                ty: ParamType::Date,
-                default: None,
-                description: String::new(),
-                pos: Pos::default(),
-            },
+            ParamDef { ty: ParamType::Date, default: None, description: String::new(), pos: Pos::default() },
         );
         d
     }
@@ -201,17 +176,10 @@ mod tests {
 
     #[test]
     fn mismatches_and_unknown_names_say_what_to_fix() {
-        let e = resolve(
-            &defs(),
-            &parse_pairs(&["n=abc".into(), "day=2024-01-02".into()]).unwrap(),
-        )
-        .unwrap_err();
+        let e = resolve(&defs(), &parse_pairs(&["n=abc".into(), "day=2024-01-02".into()]).unwrap()).unwrap_err();
         assert!(e.contains("param `n`") && e.contains("expected int"), "{e}");
         let e = resolve(&defs(), &parse_pairs(&["zz=1".into()]).unwrap()).unwrap_err();
-        assert!(
-            e.contains("unknown param `zz`") && e.contains("day, n"),
-            "{e}"
-        );
+        assert!(e.contains("unknown param `zz`") && e.contains("day, n"), "{e}");
         let e = resolve(&defs(), &BTreeMap::new()).unwrap_err();
         assert!(e.contains("`day`") && e.contains("no default"), "{e}");
         let e = resolve(&defs(), &parse_pairs(&["day=yesterday".into()]).unwrap()).unwrap_err();

@@ -35,9 +35,7 @@ impl Schedule {
                 "bad cron `{expr}`: expected 5 fields (minute hour day-of-month month day-of-week), got {fields}"
             ));
         }
-        Cron::from_str(expr)
-            .map(|c| Schedule::Cron(Box::new(c)))
-            .map_err(|e| format!("bad cron `{expr}`: {e}"))
+        Cron::from_str(expr).map(|c| Schedule::Cron(Box::new(c))).map_err(|e| format!("bad cron `{expr}`: {e}"))
     }
 
     /// The first schedule tick strictly after `t`; `None` for `@once`.
@@ -66,15 +64,9 @@ mod tests {
     fn aliases_and_cron_give_the_next_tick() {
         let t = Utc.with_ymd_and_hms(2024, 3, 1, 10, 30, 0).unwrap();
         let daily = Schedule::parse("@daily").unwrap();
-        assert_eq!(
-            daily.next_after(t).unwrap(),
-            Utc.with_ymd_and_hms(2024, 3, 2, 0, 0, 0).unwrap()
-        );
+        assert_eq!(daily.next_after(t).unwrap(), Utc.with_ymd_and_hms(2024, 3, 2, 0, 0, 0).unwrap());
         let every15 = Schedule::parse("*/15 * * * *").unwrap();
-        assert_eq!(
-            every15.next_after(t).unwrap(),
-            Utc.with_ymd_and_hms(2024, 3, 1, 10, 45, 0).unwrap()
-        );
+        assert_eq!(every15.next_after(t).unwrap(), Utc.with_ymd_and_hms(2024, 3, 1, 10, 45, 0).unwrap());
         let hourly = Schedule::parse("@hourly").unwrap();
         assert_eq!(
             hourly
@@ -89,25 +81,9 @@ mod tests {
 
     #[test]
     fn bad_cron_is_explained() {
-        assert!(
-            Schedule::parse("* * *")
-                .unwrap_err()
-                .contains("expected 5 fields")
-        );
-        assert!(
-            Schedule::parse("0 0 * * * *")
-                .unwrap_err()
-                .contains("got 6")
-        );
-        assert!(
-            Schedule::parse("61 * * * *")
-                .unwrap_err()
-                .starts_with("bad cron")
-        );
-        assert!(
-            Schedule::parse("@sometimes")
-                .unwrap_err()
-                .contains("unknown schedule alias")
-        );
+        assert!(Schedule::parse("* * *").unwrap_err().contains("expected 5 fields"));
+        assert!(Schedule::parse("0 0 * * * *").unwrap_err().contains("got 6"));
+        assert!(Schedule::parse("61 * * * *").unwrap_err().starts_with("bad cron"));
+        assert!(Schedule::parse("@sometimes").unwrap_err().contains("unknown schedule alias"));
     }
 }

@@ -20,12 +20,7 @@ pub struct Pos {
 
 impl Pos {
     fn of(span: &Span) -> Pos {
-        span.start()
-            .map(|m| Pos {
-                line: m.line(),
-                col: m.column(),
-            })
-            .unwrap_or_default()
+        span.start().map(|m| Pos { line: m.line(), col: m.column() }).unwrap_or_default()
     }
 }
 
@@ -91,17 +86,8 @@ pub struct Pipeline {
     pub tasks: Vec<Task>,
 }
 
-const PIPELINE_KEYS: &[&str] = &[
-    "name",
-    "description",
-    "schedule",
-    "start_date",
-    "catchup",
-    "max_active_runs",
-    "params",
-    "tags",
-    "tasks",
-];
+const PIPELINE_KEYS: &[&str] =
+    &["name", "description", "schedule", "start_date", "catchup", "max_active_runs", "params", "tags", "tasks"];
 const TASK_KEYS: &[&str] = &[
     "id",
     "op",
@@ -123,26 +109,17 @@ struct Reader {
 
 impl Reader {
     fn err(&mut self, pos: Pos, message: impl Into<String>) {
-        self.errors.push(SpecError {
-            line: pos.line,
-            col: pos.col,
-            message: message.into(),
-        });
+        self.errors.push(SpecError { line: pos.line, col: pos.col, message: message.into() });
     }
 
     fn check_keys(&mut self, map: &MarkedMappingNode, allowed: &[&str], what: &str) {
         for key in map.keys() {
             if !allowed.contains(&key.as_str()) {
-                let hint = closest(key.as_str(), allowed)
-                    .map(|c| format!(" (did you mean `{c}`?)"))
-                    .unwrap_or_default();
+                let hint =
+                    closest(key.as_str(), allowed).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
                 self.err(
                     Pos::of(key.span()),
-                    format!(
-                        "unknown field `{}` in {what}{hint}; allowed: {}",
-                        key.as_str(),
-                        allowed.join(", ")
-                    ),
+                    format!("unknown field `{}` in {what}{hint}; allowed: {}", key.as_str(), allowed.join(", ")),
                 );
             }
         }
@@ -152,10 +129,7 @@ impl Reader {
         match node {
             Node::Scalar(s) => Some(s),
             _ => {
-                self.err(
-                    Pos::of(node.span()),
-                    format!("{what} must be a single value, not a list or mapping"),
-                );
+                self.err(Pos::of(node.span()), format!("{what} must be a single value, not a list or mapping"));
                 None
             }
         }
@@ -174,10 +148,7 @@ impl Reader {
         match text.trim().parse::<u32>() {
             Ok(v) => v,
             Err(_) => {
-                self.err(
-                    pos,
-                    format!("`{key}` must be a whole number ≥ 0, got `{text}`"),
-                );
+                self.err(pos, format!("`{key}` must be a whole number ≥ 0, got `{text}`"));
                 default
             }
         }
@@ -202,10 +173,7 @@ impl Reader {
         match parse_duration(&text) {
             Some(d) => Some(d),
             None => {
-                self.err(
-                    pos,
-                    format!("`{key}` must be a duration like 30s, 5m, 2h or 500ms, got `{text}`"),
-                );
+                self.err(pos, format!("`{key}` must be a duration like 30s, 5m, 2h or 500ms, got `{text}`"));
                 None
             }
         }
@@ -215,9 +183,7 @@ impl Reader {
 /// `500ms`, `30s`, `5m`, `2h`, `1d`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().ok()?;
     let secs = match unit.trim() {
@@ -232,11 +198,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 }
 
 fn closest<'a>(word: &str, options: &[&'a str]) -> Option<&'a str> {
-    options
-        .iter()
-        .copied()
-        .filter(|o| edit_distance(word, o) <= 2)
-        .min_by_key(|o| edit_distance(word, o))
+    options.iter().copied().filter(|o| edit_distance(word, o) <= 2).min_by_key(|o| edit_distance(word, o))
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -245,11 +207,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
         }
         prev = cur;
     }
@@ -261,11 +219,7 @@ pub fn to_json(node: &Node) -> Value {
     match node {
         Node::Scalar(s) => scalar_to_json(s),
         Node::Sequence(seq) => Value::Array(seq.iter().map(to_json).collect()),
-        Node::Mapping(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.as_str().to_string(), to_json(v)))
-                .collect(),
-        ),
+        Node::Mapping(map) => Value::Object(map.iter().map(|(k, v)| (k.as_str().to_string(), to_json(v))).collect()),
     }
 }
 
@@ -292,19 +246,20 @@ fn scalar_to_json(s: &MarkedScalarNode) -> Value {
     Value::String(text.to_string())
 }
 
-/// Read a pipeline document. Returns every structural error found, each with its position.
-pub fn parse(yaml: &str) -> Result<Pipeline, Vec<SpecError>> {
-    let options = LoaderOptions::default()
-        .error_on_duplicate_keys(true)
-        .toplevel_mapping();
-    let root =
-        marked_yaml::parse_yaml_with_options(0, yaml, options).map_err(|e| vec![load_error(&e)])?;
+/// Read a pipeline document. Returns what could be read plus every structural error found, so
+/// semantic checks can still run and all problems are reported at once.
+pub fn parse(yaml: &str) -> (Option<Pipeline>, Vec<SpecError>) {
+    match parse_inner(yaml) {
+        Ok((p, errors)) => (Some(p), errors),
+        Err(errors) => (None, errors),
+    }
+}
+
+fn parse_inner(yaml: &str) -> Result<(Pipeline, Vec<SpecError>), Vec<SpecError>> {
+    let options = LoaderOptions::default().error_on_duplicate_keys(true).toplevel_mapping();
+    let root = marked_yaml::parse_yaml_with_options(0, yaml, options).map_err(|e| vec![load_error(&e)])?;
     let Some(map) = root.as_mapping() else {
-        return Err(vec![SpecError::at(
-            1,
-            1,
-            "a pipeline file must be a YAML mapping with `name` and `tasks`",
-        )]);
+        return Err(vec![SpecError::at(1, 1, "a pipeline file must be a YAML mapping with `name` and `tasks`")]);
     };
     let mut r = Reader { errors: Vec::new() };
     r.check_keys(map, PIPELINE_KEYS, "the pipeline");
@@ -313,13 +268,8 @@ pub fn parse(yaml: &str) -> Result<Pipeline, Vec<SpecError>> {
         r.err(Pos::of(map.span()), "the pipeline needs a `name`");
         (String::new(), Pos::default())
     });
-    let description = r
-        .string(map, "description")
-        .map(|(d, _)| d)
-        .unwrap_or_default();
-    let schedule = r
-        .string(map, "schedule")
-        .filter(|(s, _)| !s.is_empty() && s != "null" && s != "none");
+    let description = r.string(map, "description").map(|(d, _)| d).unwrap_or_default();
+    let schedule = r.string(map, "schedule").filter(|(s, _)| !s.is_empty() && s != "null" && s != "none");
     let start_date = r.string(map, "start_date");
     let catchup = r.boolean(map, "catchup", false);
     let max_active_runs = r.uint(map, "max_active_runs", 1);
@@ -340,38 +290,26 @@ pub fn parse(yaml: &str) -> Result<Pipeline, Vec<SpecError>> {
                     }
                 }
             }
-            None => r.err(
-                Pos::of(node.span()),
-                "`params` must be a mapping of name → default or {type, default}",
-            ),
+            None => r.err(Pos::of(node.span()), "`params` must be a mapping of name → default or {type, default}"),
         }
     }
 
     let mut tags = Vec::new();
     if let Some(node) = map.get_node("tags") {
         match node.as_sequence() {
-            Some(seq) => tags.extend(
-                seq.iter()
-                    .filter_map(|n| n.as_scalar().map(|s| s.as_str().to_string())),
-            ),
+            Some(seq) => tags.extend(seq.iter().filter_map(|n| n.as_scalar().map(|s| s.as_str().to_string()))),
             None => r.err(Pos::of(node.span()), "`tags` must be a list of strings"),
         }
     }
 
     let mut tasks = Vec::new();
     match map.get_node("tasks") {
-        None => r.err(
-            Pos::of(map.span()),
-            "the pipeline needs `tasks`: a list of tasks, each with `id` and `op`",
-        ),
+        None => r.err(Pos::of(map.span()), "the pipeline needs `tasks`: a list of tasks, each with `id` and `op`"),
         Some(node) => match node.as_sequence() {
             None => r.err(Pos::of(node.span()), "`tasks` must be a list"),
             Some(seq) => {
                 if seq.is_empty() {
-                    r.err(
-                        Pos::of(node.span()),
-                        "`tasks` is empty: a pipeline needs at least one task",
-                    );
+                    r.err(Pos::of(node.span()), "`tasks` is empty: a pipeline needs at least one task");
                 }
                 for t in seq.iter() {
                     if let Some(task) = read_task(&mut r, t) {
@@ -382,22 +320,10 @@ pub fn parse(yaml: &str) -> Result<Pipeline, Vec<SpecError>> {
         },
     }
 
-    if r.errors.is_empty() {
-        Ok(Pipeline {
-            name,
-            name_pos,
-            description,
-            schedule,
-            start_date,
-            catchup,
-            max_active_runs,
-            params,
-            tags,
-            tasks,
-        })
-    } else {
-        Err(r.errors)
-    }
+    Ok((
+        Pipeline { name, name_pos, description, schedule, start_date, catchup, max_active_runs, params, tags, tasks },
+        r.errors,
+    ))
 }
 
 fn read_param(r: &mut Reader, node: &Node) -> Option<ParamDef> {
@@ -406,17 +332,17 @@ fn read_param(r: &mut Reader, node: &Node) -> Option<ParamDef> {
         Node::Mapping(m) if m.get_node("type").is_some() || m.get_node("default").is_some() => {
             r.check_keys(m, &["type", "default", "description"], "a param");
             let default = m.get_node("default").map(to_json);
-            let description = m
-                .get_scalar("description")
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default();
+            let description = m.get_scalar("description").map(|s| s.as_str().to_string()).unwrap_or_default();
             let ty = match m.get_scalar("type") {
                 Some(t) => match ParamType::parse(t.as_str()) {
                     Some(ty) => ty,
                     None => {
                         r.err(
                             Pos::of(t.span()),
-                            format!("unknown param type `{}`; use string, int, float, bool, date, list or object", t.as_str()),
+                            format!(
+                                "unknown param type `{}`; use string, int, float, bool, date, list or object",
+                                t.as_str()
+                            ),
                         );
                         return None;
                     }
@@ -426,31 +352,18 @@ fn read_param(r: &mut Reader, node: &Node) -> Option<ParamDef> {
                     None => return None,
                 },
             };
-            Some(ParamDef {
-                ty,
-                default,
-                description,
-                pos,
-            })
+            Some(ParamDef { ty, default, description, pos })
         }
         other => {
             let default = to_json(other);
-            Some(ParamDef {
-                ty: ParamType::infer(&default),
-                default: Some(default),
-                description: String::new(),
-                pos,
-            })
+            Some(ParamDef { ty: ParamType::infer(&default), default: Some(default), description: String::new(), pos })
         }
     }
 }
 
 fn read_task(r: &mut Reader, node: &Node) -> Option<Task> {
     let Some(m) = node.as_mapping() else {
-        r.err(
-            Pos::of(node.span()),
-            "each task must be a mapping with at least `id` and `op`",
-        );
+        r.err(Pos::of(node.span()), "each task must be a mapping with at least `id` and `op`");
         return None;
     };
     r.check_keys(m, TASK_KEYS, "a task");
@@ -468,10 +381,7 @@ fn read_task(r: &mut Reader, node: &Node) -> Option<Task> {
     let (with, with_pos) = match m.get_node("with") {
         Some(n @ Node::Mapping(_)) => (to_json(n), Pos::of(n.span())),
         Some(n) => {
-            r.err(
-                Pos::of(n.span()),
-                format!("`with` of task `{id}` must be a mapping of op parameters"),
-            );
+            r.err(Pos::of(n.span()), format!("`with` of task `{id}` must be a mapping of op parameters"));
             (Value::Object(Default::default()), Pos::of(n.span()))
         }
         None => (Value::Object(Default::default()), pos),
@@ -487,16 +397,18 @@ fn read_task(r: &mut Reader, node: &Node) -> Option<Task> {
                     }
                 }
             }
-            Node::Mapping(_) => r.err(
-                Pos::of(n.span()),
-                "`depends_on` must be a task id or a list of task ids",
-            ),
+            Node::Mapping(_) => r.err(Pos::of(n.span()), "`depends_on` must be a task id or a list of task ids"),
         }
     }
     let trigger_rule = match r.string(m, "trigger_rule") {
         None => TriggerRule::AllSuccess,
         Some((s, p)) => TriggerRule::parse(&s).unwrap_or_else(|| {
-            r.err(p, format!("unknown trigger_rule `{s}`; use all_success, all_done, one_failed, one_success or none_failed"));
+            r.err(
+                p,
+                format!(
+                    "unknown trigger_rule `{s}`; use all_success, all_done, one_failed, one_success or none_failed"
+                ),
+            );
             TriggerRule::AllSuccess
         }),
     };
@@ -509,10 +421,7 @@ fn read_task(r: &mut Reader, node: &Node) -> Option<Task> {
             },
             Node::Scalar(s) => (Foreach::Template(s.as_str().to_string()), p),
             Node::Mapping(_) => {
-                r.err(
-                    p,
-                    "`foreach` must be a list or a template like ${{ tasks.t.outputs.items }}",
-                );
+                r.err(p, "`foreach` must be a list or a template like ${{ tasks.t.outputs.items }}");
                 (Foreach::List(Vec::new()), p)
             }
         }
@@ -523,12 +432,8 @@ fn read_task(r: &mut Reader, node: &Node) -> Option<Task> {
     }
     Some(Task {
         retries: r.uint(m, "retries", 0),
-        retry_delay: r
-            .duration(m, "retry_delay")
-            .unwrap_or(Duration::from_secs(10)),
-        max_retry_delay: r
-            .duration(m, "max_retry_delay")
-            .unwrap_or(Duration::from_secs(3600)),
+        retry_delay: r.duration(m, "retry_delay").unwrap_or(Duration::from_secs(10)),
+        max_retry_delay: r.duration(m, "max_retry_delay").unwrap_or(Duration::from_secs(3600)),
         timeout: r.duration(m, "timeout"),
         id,
         pos,
@@ -546,29 +451,15 @@ fn read_task(r: &mut Reader, node: &Node) -> Option<Task> {
 fn load_error(e: &marked_yaml::LoadError) -> SpecError {
     use marked_yaml::LoadError as L;
     let (marker, what) = match e {
-        L::TopLevelMustBeMapping(m) => (
-            Some(*m),
-            "a pipeline file must be a YAML mapping".to_string(),
-        ),
+        L::TopLevelMustBeMapping(m) => (Some(*m), "a pipeline file must be a YAML mapping".to_string()),
         L::TopLevelMustBeSequence(m) => (Some(*m), "the top level must be a sequence".to_string()),
-        L::UnexpectedAnchor(m) => (
-            Some(*m),
-            "YAML anchors are not supported in pipeline files".to_string(),
-        ),
-        L::MappingKeyMustBeScalar(m) => {
-            (Some(*m), "mapping keys must be plain strings".to_string())
-        }
-        L::UnexpectedTag(m) => (
-            Some(*m),
-            "YAML tags are not supported in pipeline files".to_string(),
-        ),
+        L::UnexpectedAnchor(m) => (Some(*m), "YAML anchors are not supported in pipeline files".to_string()),
+        L::MappingKeyMustBeScalar(m) => (Some(*m), "mapping keys must be plain strings".to_string()),
+        L::UnexpectedTag(m) => (Some(*m), "YAML tags are not supported in pipeline files".to_string()),
         L::ScanError(m, err) => (Some(*m), format!("YAML syntax error: {err}")),
         L::DuplicateKey(k) => (
             k.key.span().start().copied(),
-            format!(
-                "duplicate key `{}`: each key may appear once per mapping",
-                k.key.as_str()
-            ),
+            format!("duplicate key `{}`: each key may appear once per mapping", k.key.as_str()),
         ),
     };
     let (line, col) = marker.map(|m| (m.line(), m.column())).unwrap_or((1, 1));

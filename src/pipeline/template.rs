@@ -37,15 +37,14 @@ fn parse_ref(expr: &str) -> Result<Ref, String> {
         ["params", ..] => Err(format!("`{expr}`: write params.NAME")),
         ["run", field] if RUN_FIELDS.contains(field) => Ok(Ref::Run(field.to_string())),
         ["run", ..] => Err(format!("`{expr}`: run has {}", RUN_FIELDS.join(", "))),
-        ["tasks", task, "outputs", rest @ ..] => Ok(Ref::Output {
-            task: task.to_string(),
-            path: rest.iter().map(|s| s.to_string()).collect(),
-        }),
+        ["tasks", task, "outputs", rest @ ..] => {
+            Ok(Ref::Output { task: task.to_string(), path: rest.iter().map(|s| s.to_string()).collect() })
+        }
         ["tasks", ..] => Err(format!("`{expr}`: write tasks.TASK_ID.outputs.KEY")),
         ["item", rest @ ..] => Ok(Ref::Item(rest.iter().map(|s| s.to_string()).collect())),
-        _ => Err(format!(
-            "`{expr}` is not a known reference; use params.X, run.logical_date, tasks.T.outputs.K or item"
-        )),
+        _ => {
+            Err(format!("`{expr}` is not a known reference; use params.X, run.logical_date, tasks.T.outputs.K or item"))
+        }
     }
 }
 
@@ -57,9 +56,7 @@ fn parse(s: &str) -> Result<Vec<Piece>, String> {
             pieces.push(Piece::Lit(rest[..start].to_string()));
         }
         let after = &rest[start + 3..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| format!("unclosed `${{{{` in {s:?}: close it with `}}}}`"))?;
+        let end = after.find("}}").ok_or_else(|| format!("unclosed `${{{{` in {s:?}: close it with `}}}}`"))?;
         pieces.push(Piece::Ref(parse_ref(after[..end].trim())?));
         rest = &after[end + 2..];
     }
@@ -120,41 +117,21 @@ fn lookup<'a>(mut v: &'a Value, path: &[String], what: &str) -> Result<&'a Value
 
 fn short(v: &Value) -> String {
     let s = v.to_string();
-    if s.len() > 120 {
-        format!(
-            "{}…",
-            &s[..s.char_indices().nth(120).map(|(i, _)| i).unwrap_or(s.len())]
-        )
-    } else {
-        s
-    }
+    if s.len() > 120 { format!("{}…", &s[..s.char_indices().nth(120).map(|(i, _)| i).unwrap_or(s.len())]) } else { s }
 }
 
 impl Context {
     fn resolve(&self, r: &Ref) -> Result<Value, String> {
         match r {
-            Ref::Param(p) => self
-                .params
-                .get(p)
-                .cloned()
-                .ok_or_else(|| format!("param `{p}` is not set")),
-            Ref::Run(f) => self
-                .run
-                .get(f)
-                .cloned()
-                .ok_or_else(|| format!("run.{f} is not set")),
+            Ref::Param(p) => self.params.get(p).cloned().ok_or_else(|| format!("param `{p}` is not set")),
+            Ref::Run(f) => self.run.get(f).cloned().ok_or_else(|| format!("run.{f} is not set")),
             Ref::Output { task, path } => {
-                let outputs = self
-                    .outputs
-                    .get(task)
-                    .ok_or_else(|| format!("task `{task}` has no outputs in this run"))?;
+                let outputs =
+                    self.outputs.get(task).ok_or_else(|| format!("task `{task}` has no outputs in this run"))?;
                 lookup(outputs, path, &format!("tasks.{task}.outputs")).cloned()
             }
             Ref::Item(path) => {
-                let item = self
-                    .item
-                    .as_ref()
-                    .ok_or("`item` is only defined inside foreach")?;
+                let item = self.item.as_ref().ok_or("`item` is only defined inside foreach")?;
                 lookup(item, path, "item").cloned()
             }
         }
@@ -165,14 +142,10 @@ impl Context {
     pub fn render(&self, v: &Value) -> Result<Value, String> {
         Ok(match v {
             Value::String(s) => self.render_str(s)?,
-            Value::Array(a) => {
-                Value::Array(a.iter().map(|x| self.render(x)).collect::<Result<_, _>>()?)
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.render(x)).collect::<Result<_, _>>()?),
+            Value::Object(o) => {
+                Value::Object(o.iter().map(|(k, x)| Ok((k.clone(), self.render(x)?))).collect::<Result<_, String>>()?)
             }
-            Value::Object(o) => Value::Object(
-                o.iter()
-                    .map(|(k, x)| Ok((k.clone(), self.render(x)?)))
-                    .collect::<Result<_, String>>()?,
-            ),
             other => other.clone(),
         })
     }
@@ -207,46 +180,28 @@ mod tests {
         let r = refs(&v).unwrap();
         assert!(r.contains(&Ref::Param("n".into())));
         assert!(r.contains(&Ref::Run("logical_date".into())));
-        assert!(r.contains(&Ref::Output {
-            task: "t1".into(),
-            path: vec!["rows".into()]
-        }));
+        assert!(r.contains(&Ref::Output { task: "t1".into(), path: vec!["rows".into()] }));
         assert!(r.contains(&Ref::Item(vec!["name".into()])));
     }
 
     #[test]
     fn malformed_references_are_errors() {
         assert!(refs_in("${{ params.n").unwrap_err().contains("unclosed"));
-        assert!(
-            refs_in("${{ foo.bar }}")
-                .unwrap_err()
-                .contains("not a known reference")
-        );
+        assert!(refs_in("${{ foo.bar }}").unwrap_err().contains("not a known reference"));
         assert!(refs_in("${{ run.nope }}").unwrap_err().contains("run has"));
-        assert!(
-            refs_in("${{ tasks.t.rows }}")
-                .unwrap_err()
-                .contains("tasks.TASK_ID.outputs")
-        );
+        assert!(refs_in("${{ tasks.t.rows }}").unwrap_err().contains("tasks.TASK_ID.outputs"));
     }
 
     #[test]
     fn renders_typed_whole_values_and_interpolated_text() {
         let mut ctx = Context::default();
         ctx.params.insert("n".into(), json!(5));
-        ctx.outputs.insert(
-            "t".into(),
-            json!({"files": ["a", "b"], "meta": {"k": true}}),
-        );
+        ctx.outputs.insert("t".into(), json!({"files": ["a", "b"], "meta": {"k": true}}));
         ctx.item = Some(json!({"name": "btc"}));
         let out = ctx
             .render(&json!({"n": "${{ params.n }}", "s": "n=${{ params.n }} ${{ item.name }}", "f": "${{ tasks.t.outputs.files.1 }}", "k": "${{tasks.t.outputs.meta.k}}"}))
             .unwrap();
         assert_eq!(out, json!({"n": 5, "s": "n=5 btc", "f": "b", "k": true}));
-        assert!(
-            ctx.render(&json!("${{ tasks.t.outputs.missing }}"))
-                .unwrap_err()
-                .contains("has no `missing`")
-        );
+        assert!(ctx.render(&json!("${{ tasks.t.outputs.missing }}")).unwrap_err().contains("has no `missing`"));
     }
 }

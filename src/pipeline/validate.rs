@@ -21,11 +21,7 @@ pub struct SpecError {
 
 impl SpecError {
     pub fn at(line: usize, col: usize, message: impl Into<String>) -> Self {
-        SpecError {
-            line,
-            col,
-            message: message.into(),
-        }
+        SpecError { line, col, message: message.into() }
     }
     fn pos(pos: Pos, message: impl Into<String>) -> Self {
         SpecError::at(pos.line, pos.col, message)
@@ -54,10 +50,7 @@ impl fmt::Display for SpecErrors {
 impl std::error::Error for SpecErrors {}
 
 fn valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// Parse a `start_date`: `YYYY-MM-DD` or RFC 3339.
@@ -65,10 +58,7 @@ pub fn parse_date(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     if let Ok(d) = chrono::DateTime::parse_from_rfc3339(s) {
         return Some(d.with_timezone(&chrono::Utc));
     }
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|d| d.and_utc())
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| d.and_utc())
 }
 
 pub fn validate(spec: Pipeline, ops: &Registry) -> Result<Plan, Vec<SpecError>> {
@@ -76,10 +66,7 @@ pub fn validate(spec: Pipeline, ops: &Registry) -> Result<Plan, Vec<SpecError>> 
     if !valid_id(&spec.name) {
         errors.push(SpecError::pos(
             spec.name_pos,
-            format!(
-                "pipeline name `{}` must be 1-128 letters, digits, `_` or `-`",
-                spec.name
-            ),
+            format!("pipeline name `{}` must be 1-128 letters, digits, `_` or `-`", spec.name),
         ));
     }
     if let Some((s, pos)) = &spec.schedule
@@ -90,44 +77,26 @@ pub fn validate(spec: Pipeline, ops: &Registry) -> Result<Plan, Vec<SpecError>> 
     if let Some((s, pos)) = &spec.start_date
         && parse_date(s).is_none()
     {
-        errors.push(SpecError::pos(
-            *pos,
-            format!("start_date `{s}` must be YYYY-MM-DD or an RFC 3339 time"),
-        ));
+        errors.push(SpecError::pos(*pos, format!("start_date `{s}` must be YYYY-MM-DD or an RFC 3339 time")));
     }
     for (name, def) in &spec.params {
         if !valid_id(name) {
-            errors.push(SpecError::pos(
-                def.pos,
-                format!("param name `{name}` must be letters, digits, `_` or `-`"),
-            ));
+            errors.push(SpecError::pos(def.pos, format!("param name `{name}` must be letters, digits, `_` or `-`")));
         }
         if let Some(d) = &def.default
             && let Err(e) = def.ty.coerce(d)
         {
-            errors.push(SpecError::pos(
-                def.pos,
-                format!("type mismatch in param `{name}` default: {e}"),
-            ));
+            errors.push(SpecError::pos(def.pos, format!("type mismatch in param `{name}` default: {e}")));
         }
     }
 
     let mut index = HashMap::new();
     for (i, t) in spec.tasks.iter().enumerate() {
         if !valid_id(&t.id) {
-            errors.push(SpecError::pos(
-                t.pos,
-                format!(
-                    "task id `{}` must be 1-128 letters, digits, `_` or `-`",
-                    t.id
-                ),
-            ));
+            errors.push(SpecError::pos(t.pos, format!("task id `{}` must be 1-128 letters, digits, `_` or `-`", t.id)));
         }
         if index.insert(t.id.clone(), i).is_some() {
-            errors.push(SpecError::pos(
-                t.pos,
-                format!("duplicate task id `{}`", t.id),
-            ));
+            errors.push(SpecError::pos(t.pos, format!("duplicate task id `{}`", t.id)));
         }
     }
 
@@ -137,10 +106,7 @@ pub fn validate(spec: Pipeline, ops: &Registry) -> Result<Plan, Vec<SpecError>> 
     for (i, t) in spec.tasks.iter().enumerate() {
         for (dep, pos) in &t.depends_on {
             match index.get(dep) {
-                Some(&j) if j == i => errors.push(SpecError::pos(
-                    *pos,
-                    format!("task `{}` depends on itself", t.id),
-                )),
+                Some(&j) if j == i => errors.push(SpecError::pos(*pos, format!("task `{}` depends on itself", t.id))),
                 Some(&j) => {
                     if !upstream[i].contains(&j) {
                         upstream[i].push(j);
@@ -149,11 +115,7 @@ pub fn validate(spec: Pipeline, ops: &Registry) -> Result<Plan, Vec<SpecError>> 
                 }
                 None => errors.push(SpecError::pos(
                     *pos,
-                    format!(
-                        "unknown dependency `{dep}` of task `{}`; tasks are: {}",
-                        t.id,
-                        task_list(&spec)
-                    ),
+                    format!("unknown dependency `{dep}` of task `{}`; tasks are: {}", t.id, task_list(&spec)),
                 )),
             }
         }
@@ -164,58 +126,35 @@ pub fn validate(spec: Pipeline, ops: &Registry) -> Result<Plan, Vec<SpecError>> 
         Err(cycle) => {
             let path: Vec<&str> = cycle.iter().map(|&i| spec.tasks[i].id.as_str()).collect();
             let first = &spec.tasks[cycle[0]];
-            errors.push(SpecError::pos(
-                first.pos,
-                format!("dependency cycle: {}", path.join(" → ")),
-            ));
+            errors.push(SpecError::pos(first.pos, format!("dependency cycle: {}", path.join(" → "))));
             Vec::new()
         }
     };
-    let ancestors = if topo.is_empty() {
-        vec![BTreeSet::new(); n]
-    } else {
-        ancestors(&topo, &upstream)
-    };
+    let ancestors = if topo.is_empty() { vec![BTreeSet::new(); n] } else { ancestors(&topo, &upstream) };
 
     for (i, t) in spec.tasks.iter().enumerate() {
         let Some(op) = ops.get(&t.op) else {
             errors.push(SpecError::pos(
                 t.op_pos,
-                format!(
-                    "unknown op `{}` in task `{}`; available ops: {}",
-                    t.op,
-                    t.id,
-                    ops.names().join(", ")
-                ),
+                format!("unknown op `{}` in task `{}`; available ops: {}", t.op, t.id, ops.names().join(", ")),
             ));
             continue;
         };
         for e in ops.check_params(op, &t.with) {
-            errors.push(SpecError::pos(
-                t.with_pos,
-                format!("task `{}` ({}): {e}", t.id, t.op),
-            ));
+            errors.push(SpecError::pos(t.with_pos, format!("task `{}` ({}): {e}", t.id, t.op)));
         }
         for target in op.branch_targets(&t.with) {
-            let ok = index
-                .get(&target)
-                .is_some_and(|j| downstream[i].contains(j));
+            let ok = index.get(&target).is_some_and(|j| downstream[i].contains(j));
             if !ok {
                 errors.push(SpecError::pos(
                     t.with_pos,
-                    format!(
-                        "branch `{}` picks `{target}`, which is not a task that depends on `{}`",
-                        t.id, t.id
-                    ),
+                    format!("branch `{}` picks `{target}`, which is not a task that depends on `{}`", t.id, t.id),
                 ));
             }
         }
         let in_foreach = t.foreach.is_some();
         let mut check = |refs: Result<Vec<Ref>, String>, pos: Pos, item_ok: bool| match refs {
-            Err(e) => errors.push(SpecError::pos(
-                pos,
-                format!("bad template reference in task `{}`: {e}", t.id),
-            )),
+            Err(e) => errors.push(SpecError::pos(pos, format!("bad template reference in task `{}`: {e}", t.id))),
             Ok(refs) => {
                 for r in refs {
                     match r {
@@ -254,13 +193,7 @@ pub fn validate(spec: Pipeline, ops: &Registry) -> Result<Plan, Vec<SpecError>> 
     }
 
     if errors.is_empty() {
-        Ok(Plan {
-            spec,
-            index,
-            upstream,
-            downstream,
-            topo,
-        })
+        Ok(Plan { spec, index, upstream, downstream, topo })
     } else {
         errors.sort_by_key(|e| (e.line, e.col));
         Err(errors)
@@ -268,11 +201,7 @@ pub fn validate(spec: Pipeline, ops: &Registry) -> Result<Plan, Vec<SpecError>> 
 }
 
 fn task_list(spec: &Pipeline) -> String {
-    spec.tasks
-        .iter()
-        .map(|t| t.id.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    spec.tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 /// Kahn's algorithm; on a cycle, returns the cycle's path (first node repeated at the end).
@@ -306,11 +235,7 @@ pub fn topo_order(upstream: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> {
     while !seen.contains_key(&cur) {
         seen.insert(cur, path.len());
         path.push(cur);
-        cur = upstream[cur]
-            .iter()
-            .copied()
-            .find(|&u| indegree[u] > 0)
-            .unwrap_or(cur);
+        cur = upstream[cur].iter().copied().find(|&u| indegree[u] > 0).unwrap_or(cur);
     }
     let mut cycle: Vec<usize> = path[seen[&cur]..].to_vec();
     cycle.reverse();

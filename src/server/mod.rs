@@ -27,29 +27,20 @@ pub fn router(app: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/version", get(version))
-        .route(
-            "/api/v1/pipelines",
-            get(pipelines::list).post(pipelines::upsert),
-        )
+        .route("/api/v1/pipelines", get(pipelines::list).post(pipelines::upsert))
         .route("/api/v1/pipelines/validate", post(pipelines::validate))
         .route("/api/v1/pipelines/{name}", get(pipelines::get))
         .route("/api/v1/pipelines/{name}/pause", post(pipelines::pause))
         .route("/api/v1/pipelines/{name}/unpause", post(pipelines::unpause))
         .route("/api/v1/pipelines/{name}/trigger", post(pipelines::trigger))
-        .route(
-            "/api/v1/pipelines/{name}/backfill",
-            post(pipelines::backfill),
-        )
+        .route("/api/v1/pipelines/{name}/backfill", post(pipelines::backfill))
         .route("/api/v1/runs", get(runs::list))
         .route("/api/v1/runs/{id}", get(runs::get))
         .route("/api/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/api/v1/runs/{id}/resume", post(runs::resume))
         .route("/api/v1/runs/{id}/events", get(sse::run_events))
         .route("/api/v1/runs/{id}/tasks/{task}/logs", get(runs::logs))
-        .route(
-            "/api/v1/runs/{id}/tasks/{task}/logs/follow",
-            get(sse::follow_log),
-        )
+        .route("/api/v1/runs/{id}/tasks/{task}/logs/follow", get(sse::follow_log))
         .fallback(not_found)
         .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(limit))
@@ -66,20 +57,14 @@ async fn index() -> impl IntoResponse {
 }
 
 async fn version() -> impl IntoResponse {
-    axum::Json(
-        json!({"version": env!("CARGO_PKG_VERSION"), "schema": crate::store::schema_version()}),
-    )
+    axum::Json(json!({"version": env!("CARGO_PKG_VERSION"), "schema": crate::store::schema_version()}))
 }
 
-async fn readyz(
-    axum::extract::State(app): axum::extract::State<AppState>,
-) -> Result<impl IntoResponse, Error> {
+async fn readyz(axum::extract::State(app): axum::extract::State<AppState>) -> Result<impl IntoResponse, Error> {
     let store = app.store.clone();
-    tokio::task::spawn_blocking(move || {
-        store.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
-    })
-    .await
-    .map_err(Error::internal)??;
+    tokio::task::spawn_blocking(move || store.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)))
+        .await
+        .map_err(Error::internal)??;
     Ok("ready")
 }
 
@@ -90,30 +75,18 @@ async fn not_found() -> Error {
 /// Framework-made errors (413 from the body limit, 405, a 408 timeout) get the same JSON shape.
 async fn json_errors(resp: Response) -> Response {
     let status = resp.status();
-    let is_json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let is_json =
+        resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return resp;
     }
     let (code, message) = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => (
-            Code::PayloadTooLarge,
-            "the request body is too large (see body_limit in mlbox.toml)".to_string(),
-        ),
-        StatusCode::METHOD_NOT_ALLOWED => (
-            Code::BadRequest,
-            "method not allowed on this route".to_string(),
-        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            (Code::PayloadTooLarge, "the request body is too large (see body_limit in mlbox.toml)".to_string())
+        }
+        StatusCode::METHOD_NOT_ALLOWED => (Code::BadRequest, "method not allowed on this route".to_string()),
         StatusCode::REQUEST_TIMEOUT => (Code::Unavailable, "the request took too long".to_string()),
-        s => (
-            Code::BadRequest,
-            format!(
-                "request failed: {}",
-                s.canonical_reason().unwrap_or("error")
-            ),
-        ),
+        s => (Code::BadRequest, format!("request failed: {}", s.canonical_reason().unwrap_or("error"))),
     };
     let body = json!({"error": {"code": code.as_str(), "message": message, "details": null}});
     (status, axum::Json(body)).into_response()
@@ -121,19 +94,11 @@ async fn json_errors(resp: Response) -> Response {
 
 /// Parse a JSON body with an error that says what was wrong; an empty body means `{}`.
 pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        &b"{}"[..]
-    } else {
-        body
-    };
+    let body = if body.iter().all(u8::is_ascii_whitespace) { &b"{}"[..] } else { body };
     serde_json::from_slice(body).map_err(|e| Error::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// Run blocking store work off the async runtime.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(Error::internal)?
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f).await.map_err(Error::internal)?
 }

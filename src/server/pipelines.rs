@@ -14,8 +14,8 @@ use crate::error::Error;
 use crate::store::{pipelines, runs};
 
 fn yaml_text(body: &Bytes) -> Result<String, Error> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| Error::bad_request("the pipeline body must be UTF-8 YAML text"))?;
+    let text =
+        std::str::from_utf8(body).map_err(|_| Error::bad_request("the pipeline body must be UTF-8 YAML text"))?;
     if text.trim().is_empty() {
         return Err(Error::bad_request("empty body: send the pipeline YAML"));
     }
@@ -27,10 +27,7 @@ pub async fn list(State(app): State<AppState>) -> Result<Json<Value>, Error> {
     Ok(Json(json!({ "pipelines": rows })))
 }
 
-pub async fn get(
-    State(app): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, Error> {
+pub async fn get(State(app): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, Error> {
     blocking(move || {
         let row = app.pipeline(&name)?;
         let recent = app.store.read(|c| runs::list(c, &runs::RunFilter { pipeline: Some(name.clone()), limit: 20, ..Default::default() }))?;
@@ -49,18 +46,11 @@ pub async fn get(
     .await
 }
 
-pub async fn upsert(
-    State(app): State<AppState>,
-    body: Bytes,
-) -> Result<(StatusCode, Json<Value>), Error> {
+pub async fn upsert(State(app): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<Value>), Error> {
     let yaml = yaml_text(&body)?;
     blocking(move || {
         let r = app.upsert_pipeline("request body", &yaml, "api")?;
-        let status = if r.result == pipelines::Upsert::Created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        };
+        let status = if r.result == pipelines::Upsert::Created { StatusCode::CREATED } else { StatusCode::OK };
         Ok((status, Json(json!(r))))
     })
     .await
@@ -70,33 +60,17 @@ pub async fn validate(State(app): State<AppState>, body: Bytes) -> Result<Json<V
     let yaml = yaml_text(&body)?;
     blocking(move || {
         let plan = app.validate("request body", &yaml)?;
-        Ok(Json(
-            json!({"valid": true, "name": plan.spec.name, "tasks": plan.spec.tasks.len()}),
-        ))
+        Ok(Json(json!({"valid": true, "name": plan.spec.name, "tasks": plan.spec.tasks.len()})))
     })
     .await
 }
 
-pub async fn pause(
-    State(app): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, Error> {
-    blocking(move || {
-        app.set_paused(&name, true)
-            .map(|_| Json(json!({"name": name, "paused": true})))
-    })
-    .await
+pub async fn pause(State(app): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, Error> {
+    blocking(move || app.set_paused(&name, true).map(|_| Json(json!({"name": name, "paused": true})))).await
 }
 
-pub async fn unpause(
-    State(app): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, Error> {
-    blocking(move || {
-        app.set_paused(&name, false)
-            .map(|_| Json(json!({"name": name, "paused": false})))
-    })
-    .await
+pub async fn unpause(State(app): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, Error> {
+    blocking(move || app.set_paused(&name, false).map(|_| Json(json!({"name": name, "paused": false})))).await
 }
 
 #[derive(Deserialize, Default)]
@@ -109,11 +83,8 @@ struct TriggerBody {
 }
 
 fn parse_when(s: &str, what: &str) -> Result<chrono::DateTime<chrono::Utc>, Error> {
-    crate::pipeline::validate::parse_date(s).ok_or_else(|| {
-        Error::bad_request(format!(
-            "{what} {s:?} must be YYYY-MM-DD or an RFC 3339 time"
-        ))
-    })
+    crate::pipeline::validate::parse_date(s)
+        .ok_or_else(|| Error::bad_request(format!("{what} {s:?} must be YYYY-MM-DD or an RFC 3339 time")))
 }
 
 pub async fn trigger(
@@ -122,11 +93,7 @@ pub async fn trigger(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), Error> {
     let b: TriggerBody = json_body(&body)?;
-    let when = b
-        .logical_date
-        .as_deref()
-        .map(|s| parse_when(s, "logical_date"))
-        .transpose()?;
+    let when = b.logical_date.as_deref().map(|s| parse_when(s, "logical_date")).transpose()?;
     blocking(move || {
         let id = app.trigger(&name, &b.params, when, "manual")?;
         Ok((StatusCode::CREATED, Json(json!({"run_id": id}))))

@@ -26,26 +26,18 @@ pub struct ListQuery {
 
 const RUN_STATES: &[&str] = &["queued", "running", "success", "failed", "cancelled"];
 
-pub async fn list(
-    State(app): State<AppState>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, Error> {
+pub async fn list(State(app): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Value>, Error> {
     if let Some(s) = &q.state
         && !RUN_STATES.contains(&s.as_str())
     {
-        return Err(Error::bad_request(format!(
-            "unknown state `{s}`; use one of {}",
-            RUN_STATES.join(", ")
-        )));
+        return Err(Error::bad_request(format!("unknown state `{s}`; use one of {}", RUN_STATES.join(", "))));
     }
     let time = |s: &Option<String>, what: &str| -> Result<Option<i64>, Error> {
         s.as_deref()
             .map(|s| {
                 crate::pipeline::validate::parse_date(s)
                     .map(|d| d.timestamp_micros())
-                    .ok_or_else(|| {
-                        Error::bad_request(format!("{what} must be YYYY-MM-DD or RFC 3339"))
-                    })
+                    .ok_or_else(|| Error::bad_request(format!("{what} must be YYYY-MM-DD or RFC 3339")))
             })
             .transpose()
     };
@@ -59,27 +51,19 @@ pub async fn list(
         limit,
     };
     let rows = blocking(move || app.store.read(|c| runs::list(c, &filter))).await?;
-    let next = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|r| r.id))
-        .flatten();
+    let next = (rows.len() == limit as usize).then(|| rows.last().map(|r| r.id)).flatten();
     Ok(Json(json!({"runs": rows, "next_cursor": next})))
 }
 
 pub async fn get(State(app): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, Error> {
     blocking(move || {
         let run = app.run(id)?;
-        let (tasks, attempts, artifacts) = app.store.read(|c| {
-            Ok((
-                runs::tasks(c, id)?,
-                runs::attempts(c, id)?,
-                runs::artifacts(c, id)?,
-            ))
-        })?;
+        let (tasks, attempts, artifacts) =
+            app.store.read(|c| Ok((runs::tasks(c, id)?, runs::attempts(c, id)?, runs::artifacts(c, id)?)))?;
         let tasks: Vec<Value> = tasks
             .into_iter()
             .map(|t| {
-                let a: Vec<&runs::AttemptRow> =
-                    attempts.iter().filter(|a| a.ti_id == t.id).collect();
+                let a: Vec<&runs::AttemptRow> = attempts.iter().filter(|a| a.ti_id == t.id).collect();
                 let duration_ms = match (t.started_at, t.finished_at) {
                     (Some(s), Some(f)) => Some((f - s) as f64 / 1000.0),
                     _ => None,
@@ -90,33 +74,17 @@ pub async fn get(State(app): State<AppState>, Path(id): Path<i64>) -> Result<Jso
                 v
             })
             .collect();
-        Ok(Json(
-            json!({"run": run, "tasks": tasks, "artifacts": artifacts}),
-        ))
+        Ok(Json(json!({"run": run, "tasks": tasks, "artifacts": artifacts})))
     })
     .await
 }
 
-pub async fn cancel(
-    State(app): State<AppState>,
-    Path(id): Path<i64>,
-) -> Result<Json<Value>, Error> {
-    blocking(move || {
-        app.cancel(id)
-            .map(|_| Json(json!({"run_id": id, "cancelling": true})))
-    })
-    .await
+pub async fn cancel(State(app): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, Error> {
+    blocking(move || app.cancel(id).map(|_| Json(json!({"run_id": id, "cancelling": true})))).await
 }
 
-pub async fn resume(
-    State(app): State<AppState>,
-    Path(id): Path<i64>,
-) -> Result<Json<Value>, Error> {
-    blocking(move || {
-        app.resume(id)
-            .map(|n| Json(json!({"run_id": id, "reset_tasks": n})))
-    })
-    .await
+pub async fn resume(State(app): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, Error> {
+    blocking(move || app.resume(id).map(|n| Json(json!({"run_id": id, "reset_tasks": n})))).await
 }
 
 #[derive(Deserialize, Default)]
@@ -128,38 +96,21 @@ pub struct LogQuery {
 }
 
 /// Which attempt a log request means (default: the latest try) and whether it has finished.
-pub fn resolve_log(
-    app: &crate::app::App,
-    id: i64,
-    task: &str,
-    q: &LogQuery,
-) -> Result<(LogKey, bool), Error> {
+pub fn resolve_log(app: &crate::app::App, id: i64, task: &str, q: &LogQuery) -> Result<(LogKey, bool), Error> {
     app.run(id)?;
     let map_index = q.map_index.unwrap_or(-1);
     let rows = app.store.read(|c| runs::tasks(c, id))?;
     let ti = rows
         .iter()
         .find(|t| t.task_id == task && t.map_index == map_index)
-        .ok_or_else(|| {
-            Error::not_found(format!(
-                "run {id} has no task `{task}` (map_index {map_index})"
-            ))
-        })?;
+        .ok_or_else(|| Error::not_found(format!("run {id} has no task `{task}` (map_index {map_index})")))?;
     let try_number = q.try_number.unwrap_or(ti.try_number.max(1));
     let finished = try_number < ti.try_number
         || matches!(
             ti.state.as_str(),
             "success" | "failed" | "skipped" | "upstream_failed" | "cancelled" | "up_for_retry"
         );
-    Ok((
-        LogKey {
-            run_id: id,
-            task_id: task.to_string(),
-            map_index,
-            try_number,
-        },
-        finished,
-    ))
+    Ok((LogKey { run_id: id, task_id: task.to_string(), map_index, try_number }, finished))
 }
 
 pub async fn logs(

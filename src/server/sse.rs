@@ -31,26 +31,15 @@ pub async fn run_events(
 ) -> Result<impl axum::response::IntoResponse, Error> {
     let mut sub = app.engine.subscribe();
     let a = app.clone();
-    let (run, tasks) =
-        blocking(move || Ok((a.run(id)?, a.store.read(|c| runs::tasks(c, id))?))).await?;
+    let (run, tasks) = blocking(move || Ok((a.run(id)?, a.store.read(|c| runs::tasks(c, id))?))).await?;
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
         let snapshot = json!({"run": run, "tasks": tasks});
-        if tx
-            .send(Ok(SseEvent::default()
-                .event("snapshot")
-                .data(snapshot.to_string())))
-            .await
-            .is_err()
-        {
+        if tx.send(Ok(SseEvent::default().event("snapshot").data(snapshot.to_string()))).await.is_err() {
             return;
         }
         if terminal(&run.state) {
-            let _ = tx
-                .send(Ok(SseEvent::default()
-                    .event("end")
-                    .data(json!({"state": run.state}).to_string())))
-                .await;
+            let _ = tx.send(Ok(SseEvent::default().event("end").data(json!({"state": run.state}).to_string()))).await;
             return;
         }
         loop {
@@ -58,18 +47,12 @@ pub async fn run_events(
                 Ok(Ok(ev)) if ev.run_id == id => {
                     let end = ev.kind == "run" && terminal(ev.state);
                     let data = serde_json::to_string(&ev).unwrap_or_default();
-                    if tx
-                        .send(Ok(SseEvent::default().event("state").data(data)))
-                        .await
-                        .is_err()
-                    {
+                    if tx.send(Ok(SseEvent::default().event("state").data(data))).await.is_err() {
                         return;
                     }
                     if end {
                         let _ = tx
-                            .send(Ok(SseEvent::default()
-                                .event("end")
-                                .data(json!({"state": ev.state}).to_string())))
+                            .send(Ok(SseEvent::default().event("end").data(json!({"state": ev.state}).to_string())))
                             .await;
                         return;
                     }
@@ -83,9 +66,7 @@ pub async fn run_events(
                         && terminal(&run.state)
                     {
                         let _ = tx
-                            .send(Ok(SseEvent::default()
-                                .event("end")
-                                .data(json!({"state": run.state}).to_string())))
+                            .send(Ok(SseEvent::default().event("end").data(json!({"state": run.state}).to_string())))
                             .await;
                         return;
                     }
@@ -121,11 +102,8 @@ pub async fn follow_log(
     let path = key.path(app.logs.dir());
     let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(256);
     tokio::spawn(async move {
-        let send_text = |bytes: &[u8]| {
-            SseEvent::default()
-                .event("log")
-                .data(String::from_utf8_lossy(bytes).into_owned())
-        };
+        let send_text =
+            |bytes: &[u8]| SseEvent::default().event("log").data(String::from_utf8_lossy(bytes).into_owned());
         let (bytes, mut offset) = read_from(&path, 0);
         if !bytes.is_empty() && tx.send(Ok(send_text(&bytes))).await.is_err() {
             return;
@@ -150,10 +128,7 @@ pub async fn follow_log(
                     let (a, t, qq) = (
                         app.clone(),
                         key.task_id.clone(),
-                        LogQuery {
-                            map_index: Some(key.map_index),
-                            try_number: Some(key.try_number),
-                        },
+                        LogQuery { map_index: Some(key.map_index), try_number: Some(key.try_number) },
                     );
                     if let Ok((_, fin)) = blocking(move || resolve_log(&a, id, &t, &qq)).await {
                         done = fin;
@@ -170,9 +145,7 @@ pub async fn follow_log(
         if !bytes.is_empty() {
             let _ = tx.send(Ok(send_text(&bytes))).await;
         }
-        let _ = tx
-            .send(Ok(SseEvent::default().event("end").data("{}")))
-            .await;
+        let _ = tx.send(Ok(SseEvent::default().event("end").data("{}"))).await;
     });
     Ok(sse(rx))
 }

@@ -41,10 +41,7 @@ struct Inner {
 
 /// Microseconds since the Unix epoch: the store's one time unit.
 pub fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
 fn open_conn(path: &Path, write: bool) -> rusqlite::Result<Connection> {
@@ -67,8 +64,7 @@ fn open_conn(path: &Path, write: bool) -> rusqlite::Result<Connection> {
 
 /// Apply every migration newer than the file's `user_version`, each in its own transaction.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<usize> {
-    let current: usize =
-        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    let current: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
     let mut applied = 0;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         let tx = conn.transaction()?;
@@ -88,8 +84,8 @@ pub fn schema_version() -> usize {
 impl Store {
     /// Open (creating if needed) the database file, migrate it and start the writer thread.
     pub fn open(path: &Path) -> Result<Store> {
-        let mut conn = open_conn(path, true)
-            .map_err(|e| Error::internal(format!("cannot open {}: {e}", path.display())))?;
+        let mut conn =
+            open_conn(path, true).map_err(|e| Error::internal(format!("cannot open {}: {e}", path.display())))?;
         let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if found as usize > MIGRATIONS.len() {
             return Err(Error::conflict(format!(
@@ -135,12 +131,7 @@ impl Store {
             });
             (ok, reply)
         });
-        let closed = || {
-            Error::new(
-                crate::error::Code::Unavailable,
-                "the store is shutting down; retry shortly",
-            )
-        };
+        let closed = || Error::new(crate::error::Code::Unavailable, "the store is shutting down; retry shortly");
         let guard = self.inner.writer.lock().map_err(Error::internal)?;
         match guard.as_ref() {
             Some(sender) => sender.send(job).map_err(|_| closed()),
@@ -149,16 +140,12 @@ impl Store {
     }
 
     /// Run `f` in a write transaction on the writer thread and wait for the commit (blocking).
-    pub fn write<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Transaction) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    pub fn write<T: Send + 'static>(&self, f: impl FnOnce(&Transaction) -> Result<T> + Send + 'static) -> Result<T> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.submit(f, move |r| {
             let _ = tx.send(r);
         })?;
-        rx.recv()
-            .map_err(|_| Error::internal("writer thread stopped"))?
+        rx.recv().map_err(|_| Error::internal("writer thread stopped"))?
     }
 
     /// Queue a write without waiting for it. Writes commit in the order they were queued, so a
@@ -183,8 +170,7 @@ impl Store {
         self.submit(f, move |r| {
             let _ = tx.send(r);
         })?;
-        rx.await
-            .map_err(|_| Error::internal("writer thread stopped"))?
+        rx.await.map_err(|_| Error::internal("writer thread stopped"))?
     }
 
     /// Run `f` on a pooled read-only connection (blocking; cheap for indexed queries).
@@ -207,13 +193,7 @@ impl Store {
         if let Ok(mut w) = self.inner.writer.lock() {
             w.take();
         }
-        if let Some(h) = self
-            .inner
-            .writer_thread
-            .lock()
-            .ok()
-            .and_then(|mut h| h.take())
-        {
+        if let Some(h) = self.inner.writer_thread.lock().ok().and_then(|mut h| h.take()) {
             let _ = h.join();
         }
         if let Ok(mut r) = self.inner.readers.lock() {
@@ -254,11 +234,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
         }
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&tx))) {
             Ok((ok, reply)) => {
-                let sql = if ok {
-                    "RELEASE job"
-                } else {
-                    "ROLLBACK TO job; RELEASE job"
-                };
+                let sql = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
                 if let Err(e) = tx.execute_batch(sql) {
                     tracing::error!(error = %e, "Cannot close a savepoint");
                 }
@@ -276,5 +252,41 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
     }
     for reply in replies {
         reply(commit_error.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_run_from_an_empty_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let mut conn = Connection::open(&path).unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), MIGRATIONS.len());
+        assert_eq!(migrate(&mut conn).unwrap(), 0, "a second open applies nothing");
+        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v as usize, schema_version());
+        for table in ["pipelines", "runs", "task_instances", "task_attempts", "artifacts"] {
+            let n: i64 = conn.query_row("SELECT count(*) FROM sqlite_master WHERE name = ?1", [table], |r| r.get(0)).unwrap();
+            assert_eq!(n, 1, "{table} exists");
+        }
+    }
+
+    #[test]
+    fn writer_commits_in_order_and_a_failed_job_rolls_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("w.db")).unwrap();
+        store.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (v INTEGER UNIQUE)")?)).unwrap();
+        for i in 0..50 {
+            store.write_nowait(move |tx| Ok(tx.execute("INSERT INTO t VALUES (?1)", [i]).map(|_| ())?));
+        }
+        let dup = store.write(|tx| Ok(tx.execute("INSERT INTO t VALUES (7)", []).map(|_| ())?));
+        assert!(dup.is_err(), "a unique violation is an error");
+        let n: i64 = store.write(|tx| Ok(tx.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)).unwrap();
+        assert_eq!(n, 50);
+        store.close();
+        assert!(store.write(|_| Ok(())).is_err(), "writes after close fail clearly");
     }
 }

@@ -70,11 +70,9 @@ pub struct NewPipeline<'a> {
 
 pub fn upsert(c: &Connection, p: &NewPipeline, now: i64) -> Result<Upsert> {
     let existing: Option<(String, Option<String>)> = c
-        .query_row(
-            "SELECT spec_hash, schedule FROM pipelines WHERE name = ?1",
-            [p.name],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row("SELECT spec_hash, schedule FROM pipelines WHERE name = ?1", [p.name], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?;
     match existing {
         None => {
@@ -99,16 +97,10 @@ pub fn upsert(c: &Connection, p: &NewPipeline, now: i64) -> Result<Upsert> {
 }
 
 pub fn set_paused(c: &Connection, name: &str, paused: bool, now: i64) -> Result<bool> {
-    Ok(c.execute(
-        "UPDATE pipelines SET paused = ?2, updated_at = ?3 WHERE name = ?1",
-        params![name, paused, now],
-    )? == 1)
+    Ok(c.execute("UPDATE pipelines SET paused = ?2, updated_at = ?3 WHERE name = ?1", params![name, paused, now])? == 1)
 }
 
 pub fn set_next_logical(c: &Connection, name: &str, next: Option<i64>) -> Result<()> {
-    c.execute(
-        "UPDATE pipelines SET next_logical = ?2 WHERE name = ?1",
-        params![name, next],
-    )?;
+    c.execute("UPDATE pipelines SET next_logical = ?2 WHERE name = ?1", params![name, next])?;
     Ok(())
 }

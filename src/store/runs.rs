@@ -24,7 +24,8 @@ pub struct RunRow {
     pub yaml: String,
 }
 
-const RUN_COLS: &str = "id, pipeline, state, trigger, logical_date, params, spec_hash, created_at, started_at, finished_at, error, yaml";
+const RUN_COLS: &str =
+    "id, pipeline, state, trigger, logical_date, params, spec_hash, created_at, started_at, finished_at, error, yaml";
 
 fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
     let params: String = r.get(5)?;
@@ -155,21 +156,15 @@ pub fn list(c: &Connection, f: &RunFilter) -> Result<Vec<RunRow>> {
          ORDER BY id DESC LIMIT ?6"
     );
     let mut st = c.prepare_cached(&sql)?;
-    let rows = st.query_map(
-        params![f.pipeline, f.state, f.since, f.until, f.before, f.limit],
-        run_row,
-    )?;
+    let rows = st.query_map(params![f.pipeline, f.state, f.since, f.until, f.before, f.limit], run_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Runs the scheduler must pick up again after a start: queued or running.
 pub fn active(c: &Connection) -> Result<Vec<RunRow>> {
-    let mut st = c.prepare_cached(&format!(
-        "SELECT {RUN_COLS} FROM runs WHERE state IN ('queued', 'running') ORDER BY id"
-    ))?;
-    Ok(st
-        .query_map([], run_row)?
-        .collect::<rusqlite::Result<_>>()?)
+    let mut st =
+        c.prepare_cached(&format!("SELECT {RUN_COLS} FROM runs WHERE state IN ('queued', 'running') ORDER BY id"))?;
+    Ok(st.query_map([], run_row)?.collect::<rusqlite::Result<_>>()?)
 }
 
 pub fn tasks(c: &Connection, run_id: i64) -> Result<Vec<TaskRow>> {
@@ -177,9 +172,7 @@ pub fn tasks(c: &Connection, run_id: i64) -> Result<Vec<TaskRow>> {
         "SELECT id, task_id, map_index, item, state, try_number, max_tries, queued_at, started_at, finished_at, next_try_at, outputs, error
          FROM task_instances WHERE run_id = ?1 ORDER BY id",
     )?;
-    Ok(st
-        .query_map([run_id], task_row)?
-        .collect::<rusqlite::Result<_>>()?)
+    Ok(st.query_map([run_id], task_row)?.collect::<rusqlite::Result<_>>()?)
 }
 
 pub fn attempts(c: &Connection, run_id: i64) -> Result<Vec<AttemptRow>> {
@@ -201,7 +194,9 @@ pub fn attempts(c: &Connection, run_id: i64) -> Result<Vec<AttemptRow>> {
 }
 
 pub fn artifacts(c: &Connection, run_id: i64) -> Result<Vec<ArtifactRow>> {
-    let mut st = c.prepare_cached("SELECT id, task_id, map_index, name, sha256, size FROM artifacts WHERE run_id = ?1 ORDER BY id")?;
+    let mut st = c.prepare_cached(
+        "SELECT id, task_id, map_index, name, sha256, size FROM artifacts WHERE run_id = ?1 ORDER BY id",
+    )?;
     let rows = st.query_map([run_id], |r| {
         Ok(ArtifactRow {
             id: r.get(0)?,
@@ -215,13 +210,7 @@ pub fn artifacts(c: &Connection, run_id: i64) -> Result<Vec<ArtifactRow>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn set_run_state(
-    c: &Connection,
-    id: i64,
-    state: &str,
-    now: i64,
-    error: Option<&str>,
-) -> Result<()> {
+pub fn set_run_state(c: &Connection, id: i64, state: &str, now: i64, error: Option<&str>) -> Result<()> {
     let terminal = matches!(state, "success" | "failed" | "cancelled");
     c.execute(
         "UPDATE runs SET state = ?2, error = ?4,
@@ -235,11 +224,7 @@ pub fn set_run_state(
 
 /// Active runs per pipeline (queued ones waiting for a slot are not counted).
 pub fn running_count(c: &Connection, pipeline: &str) -> Result<u32> {
-    Ok(c.query_row(
-        "SELECT count(*) FROM runs WHERE pipeline = ?1 AND state = 'running'",
-        [pipeline],
-        |r| r.get(0),
-    )?)
+    Ok(c.query_row("SELECT count(*) FROM runs WHERE pipeline = ?1 AND state = 'running'", [pipeline], |r| r.get(0))?)
 }
 
 /// A task instance's state change. Fields left `None` keep their value.
@@ -279,8 +264,10 @@ pub fn update_ti(c: &Connection, ti: i64, u: &TiUpdate) -> Result<()> {
 }
 
 pub fn start_attempt(c: &Connection, ti: i64, try_number: u32, now: i64) -> Result<()> {
-    c.prepare_cached("INSERT OR REPLACE INTO task_attempts (ti_id, try_number, state, started_at) VALUES (?1, ?2, 'running', ?3)")?
-        .execute(params![ti, try_number, now])?;
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO task_attempts (ti_id, try_number, state, started_at) VALUES (?1, ?2, 'running', ?3)",
+    )?
+    .execute(params![ti, try_number, now])?;
     Ok(())
 }
 
@@ -292,31 +279,21 @@ pub fn finish_attempt(
     now: i64,
     error: Option<&str>,
 ) -> Result<()> {
-    c.prepare_cached("UPDATE task_attempts SET state = ?3, finished_at = ?4, error = ?5 WHERE ti_id = ?1 AND try_number = ?2")?
-        .execute(params![ti, try_number, state, now, error])?;
+    c.prepare_cached(
+        "UPDATE task_attempts SET state = ?3, finished_at = ?4, error = ?5 WHERE ti_id = ?1 AND try_number = ?2",
+    )?
+    .execute(params![ti, try_number, state, now, error])?;
     Ok(())
 }
 
 /// Create the per-item instances of a foreach task; returns their ids in item order.
-pub fn expand(
-    c: &Connection,
-    run_id: i64,
-    task_id: &str,
-    items: &[Value],
-    max_tries: u32,
-) -> Result<Vec<i64>> {
+pub fn expand(c: &Connection, run_id: i64, task_id: &str, items: &[Value], max_tries: u32) -> Result<Vec<i64>> {
     let mut st = c.prepare_cached(
         "INSERT INTO task_instances (run_id, task_id, map_index, item, state, max_tries) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
     )?;
     let mut ids = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        st.execute(params![
-            run_id,
-            task_id,
-            i as i64,
-            item.to_string(),
-            max_tries
-        ])?;
+        st.execute(params![run_id, task_id, i as i64, item.to_string(), max_tries])?;
         ids.push(c.last_insert_rowid());
     }
     Ok(ids)
@@ -361,17 +338,12 @@ pub fn recover_interrupted(c: &Connection, now: i64) -> Result<usize> {
 
 /// Make a finished run runnable again: failed, upstream-failed and cancelled instances go back
 /// to `pending` with fresh retries; successful ones keep their outputs.
-pub fn reset_for_resume(
-    c: &Connection,
-    run_id: i64,
-    retries: &dyn Fn(&str) -> u32,
-) -> Result<usize> {
+pub fn reset_for_resume(c: &Connection, run_id: i64, retries: &dyn Fn(&str) -> u32) -> Result<usize> {
     let rows: Vec<(i64, String, u32)> = {
         let mut st = c.prepare(
             "SELECT id, task_id, try_number FROM task_instances WHERE run_id = ?1 AND state IN ('failed', 'upstream_failed', 'cancelled')",
         )?;
-        st.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<_>>()?
+        st.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?
     };
     for (id, task, tries) in &rows {
         c.execute(
@@ -385,9 +357,6 @@ pub fn reset_for_resume(
          (SELECT task_id FROM task_instances WHERE run_id = ?1 AND map_index >= 0 AND state = 'pending')",
         [run_id],
     )?;
-    c.execute(
-        "UPDATE runs SET state = 'queued', finished_at = NULL, error = NULL WHERE id = ?1",
-        [run_id],
-    )?;
+    c.execute("UPDATE runs SET state = 'queued', finished_at = NULL, error = NULL WHERE id = ?1", [run_id])?;
     Ok(rows.len())
 }

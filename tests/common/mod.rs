@@ -1,0 +1,149 @@
+//! Test helpers: the real `mlbox` binary serving on 127.0.0.1 port 0 over a temp data dir, an
+//! in-process `App` for engine-level tests, and a small JSON client.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mlbox::app::App;
+use mlbox::config::{Config, Overrides};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mlbox");
+
+pub struct TestServer {
+    pub child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+}
+
+/// Wait until `f` returns Some, or panic with `what` after `secs`.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl TestServer {
+    pub fn start(data_dir: &Path) -> TestServer {
+        Self::start_with(data_dir, &[])
+    }
+
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> TestServer {
+        let child = Command::new(BIN)
+            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("MLBOX_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mlbox serve");
+        let lock = data_dir.join("mlbox.lock");
+        let base = wait_for(30, "the server to publish its address", || {
+            let text = std::fs::read_to_string(&lock).ok()?;
+            let v: Value = serde_json::from_str(&text).ok()?;
+            let addr = v["addr"].as_str()?;
+            (v["kind"] == "serve").then(|| format!("http://{addr}"))
+        });
+        let s = TestServer { child, base, data_dir: data_dir.to_path_buf() };
+        wait_for(30, "readyz", || (s.get("/readyz").0 == 200).then_some(()));
+        s
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn interrupt(&mut self) -> std::process::ExitStatus {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGINT);
+        }
+        self.child.wait().expect("wait for the server")
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder().http_status_as_error(false).build().into()
+    }
+
+    fn finish(mut r: ureq::http::Response<ureq::Body>) -> (u16, Value) {
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        Self::finish(Self::agent().get(&format!("{}{path}", self.base)).call().expect("GET"))
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        Self::finish(Self::agent().post(&format!("{}{path}", self.base)).send_json(body).expect("POST"))
+    }
+
+    pub fn post_raw(&self, path: &str, body: impl AsRef<[u8]>) -> (u16, Value) {
+        Self::finish(Self::agent().post(&format!("{}{path}", self.base)).send(body.as_ref()).expect("POST"))
+    }
+
+    pub fn apply(&self, yaml: &str) {
+        let (s, v) = self.post_raw("/api/v1/pipelines", yaml);
+        assert!(s == 201 || s == 200, "apply failed: {s} {v}");
+    }
+
+    pub fn trigger(&self, name: &str, params: Value) -> i64 {
+        let (s, v) = self.post_json(&format!("/api/v1/pipelines/{name}/trigger"), &serde_json::json!({"params": params}));
+        assert_eq!(s, 201, "trigger {name}: {v}");
+        v["run_id"].as_i64().expect("run id")
+    }
+
+    /// Poll the run until it reaches a final state; returns the run detail.
+    pub fn wait_run(&self, id: i64, secs: u64) -> Value {
+        wait_for(secs, &format!("run {id} to finish"), || {
+            let (_, v) = self.get(&format!("/api/v1/runs/{id}"));
+            matches!(v["run"]["state"].as_str(), Some("success" | "failed" | "cancelled")).then_some(v)
+        })
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The state of task `id` (map index -1) in a run detail.
+pub fn task<'a>(run: &'a Value, id: &str) -> &'a Value {
+    run["tasks"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["task_id"] == id && t["map_index"] == -1))
+        .unwrap_or_else(|| panic!("no task {id} in {run}"))
+}
+
+/// An in-process app on a temp data dir (engine-level tests).
+pub fn open_app(data_dir: &Path, cron: bool, slots: usize) -> Arc<App> {
+    let o = Overrides { data_dir: Some(data_dir.to_path_buf()), slots: Some(slots), ..Default::default() };
+    let config = Config::resolve(&o).expect("config");
+    let lock = match mlbox::app::acquire(data_dir).expect("lock") {
+        mlbox::lock::Acquire::Owned(l) => l,
+        mlbox::lock::Acquire::HeldBy(_) => panic!("data dir already locked"),
+    };
+    Arc::new(App::open(config, lock, cron).expect("open app"))
+}
+
+/// Wait for a run of an in-process app to finish; returns its state.
+pub fn wait_app_run(app: &App, id: i64, secs: u64) -> String {
+    wait_for(secs, &format!("run {id}"), || {
+        let r = app.run(id).ok()?;
+        matches!(r.state.as_str(), "success" | "failed" | "cancelled").then_some(r.state)
+    })
+}

@@ -1,0 +1,403 @@
+//! Integration tests: the real server over HTTP, the real binary killed with -9, the CLI and a
+//! server on one data dir, and engine properties on random DAGs.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+const HELLO: &str = include_str!("../pipelines/hello.yaml");
+
+#[test]
+fn api_runs_a_pipeline_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path());
+    let (status, v) = s.post_raw("/api/v1/pipelines", HELLO);
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = s.post_raw("/api/v1/pipelines", HELLO);
+    assert_eq!((status, v["result"].as_str()), (200, Some("unchanged")));
+
+    let id = s.trigger("hello", json!({"count": 1, "greeting": "hi"}));
+    let run = s.wait_run(id, 60);
+    assert_eq!(run["run"]["state"], "success", "{run}");
+    assert_eq!(task(&run, "start")["outputs"]["items"], json!(["a", "b", "c"]));
+    assert_eq!(task(&run, "each")["outputs"]["results"].as_array().map(Vec::len), Some(3));
+    // count=1 → the branch follows `small`, so `big` is skipped and `done` (none_failed) still runs.
+    assert_eq!(task(&run, "big")["state"], "skipped");
+    assert_eq!(task(&run, "small")["state"], "success");
+    assert_eq!(task(&run, "done")["state"], "success");
+    assert_eq!(run["artifacts"].as_array().map(Vec::len), Some(3));
+    let attempts = task(&run, "start")["attempts"].as_array().unwrap().len();
+    assert_eq!(attempts, 1);
+
+    let log = ureq::get(&format!("{}/api/v1/runs/{id}/tasks/start/logs", s.base)).call().unwrap().body_mut().read_to_string().unwrap();
+    assert!(log.contains(&format!("hi from run {id}")), "{log}");
+
+    let (status, list) = s.get("/api/v1/runs?pipeline=hello&state=success");
+    assert_eq!(status, 200);
+    assert_eq!(list["runs"][0]["id"], id);
+    let (_, p) = s.get("/api/v1/pipelines/hello");
+    assert_eq!(p["recent_runs"][0]["id"], id);
+}
+
+#[test]
+fn api_errors_are_json_with_the_right_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path());
+    s.apply(HELLO);
+    let cases: &[(&str, &str, Option<&str>, u16, &str)] = &[
+        ("GET", "/api/v1/pipelines/nope", None, 404, "no pipeline named `nope`"),
+        ("GET", "/api/v1/runs/999", None, 404, "no run 999"),
+        ("GET", "/api/v1/nothing", None, 404, "no such route"),
+        ("POST", "/api/v1/pipelines/hello/trigger", Some("{not json"), 400, "invalid JSON"),
+        ("POST", "/api/v1/pipelines/hello/trigger", Some(r#"{"params":{"count":"many"}}"#), 422, "param `count`"),
+        ("POST", "/api/v1/pipelines/hello/trigger", Some(r#"{"params":{"zzz":1}}"#), 422, "unknown param `zzz`"),
+        ("POST", "/api/v1/pipelines", Some("name: x\ntasks:\n  - id: a\n    op: nope\n"), 422, "1:1"),
+        ("POST", "/api/v1/runs/999/cancel", None, 404, "no run"),
+        ("GET", "/api/v1/runs?state=weird", None, 400, "unknown state"),
+    ];
+    for (method, path, body, want, text) in cases {
+        let (status, v) = match *method {
+            "GET" => s.get(path),
+            _ => s.post_raw(path, body.unwrap_or("")),
+        };
+        assert_eq!(status, *want, "{method} {path}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap_or_else(|| panic!("no JSON error for {path}: {v}"));
+        if *text == "1:1" {
+            assert!(msg.contains("4:9") && msg.contains("unknown op `nope`"), "{msg}");
+            assert_eq!(v["error"]["details"]["errors"][0]["line"], 4);
+        } else {
+            assert!(msg.contains(text), "{path}: {msg}");
+        }
+    }
+    let big = vec![b'a'; 3 * 1024 * 1024];
+    let (status, v) = s.post_raw("/api/v1/pipelines", &big);
+    assert_eq!(status, 413, "{v}");
+    assert_eq!(v["error"]["code"], "payload_too_large");
+    let (_, runs) = s.get("/api/v1/runs");
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(0), "bad requests must not create runs");
+}
+
+#[test]
+fn retries_timeouts_and_outputs_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path());
+    let marker = dir.path().join("marker");
+    let pidfile = dir.path().join("child.pid");
+    s.apply(&format!(
+        r#"
+name: flaky
+tasks:
+  - id: flaky
+    op: shell
+    retries: 2
+    retry_delay: 100ms
+    with:
+      command: "if [ -f {m} ]; then echo ok; else touch {m}; echo first try fails >&2; exit 3; fi"
+  - id: slow
+    op: shell
+    timeout: 1s
+    with:
+      command: "sleep 30 & echo $! > {p}; wait"
+  - id: big
+    op: shell
+    with:
+      command: "python3 -c 'import json; print(json.dumps({{\"x\": \"a\" * 70000}}))' > $MLBOX_OUTPUTS"
+"#,
+        m = marker.display(),
+        p = pidfile.display()
+    ));
+    let id = s.trigger("flaky", json!({}));
+    let run = s.wait_run(id, 60);
+    assert_eq!(run["run"]["state"], "failed");
+    let flaky = task(&run, "flaky");
+    assert_eq!(flaky["state"], "success");
+    assert_eq!(flaky["try_number"], 2);
+    assert_eq!(flaky["attempts"][0]["state"], "failed");
+    assert!(flaky["attempts"][0]["error"].as_str().unwrap().contains("status 3"));
+    let slow = task(&run, "slow");
+    assert_eq!(slow["state"], "failed");
+    assert!(slow["error"].as_str().unwrap().contains("timed out"), "{slow}");
+    // The whole process group died, not just `sh`.
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    wait_for(10, "the background sleep to be killed", || (unsafe { libc::kill(pid, 0) } != 0).then_some(()));
+    let big = task(&run, "big");
+    assert_eq!(big["state"], "failed");
+    assert!(big["error"].as_str().unwrap().contains("64 KiB"), "{big}");
+    let log = ureq::get(&format!("{}/api/v1/runs/{id}/tasks/flaky/logs?try=1", s.base)).call().unwrap().body_mut().read_to_string().unwrap();
+    assert!(log.contains("first try fails"), "{log}");
+}
+
+#[test]
+fn cancel_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path());
+    let gate = dir.path().join("gate");
+    let count = dir.path().join("count");
+    s.apply(&format!(
+        r#"
+name: gated
+tasks:
+  - id: first
+    op: shell
+    with: {{command: "echo x >> {c}"}}
+  - id: second
+    op: shell
+    depends_on: [first]
+    with: {{command: "test -f {g}"}}
+  - id: third
+    op: noop
+    depends_on: [second]
+"#,
+        c = count.display(),
+        g = gate.display()
+    ));
+    let id = s.trigger("gated", json!({}));
+    let run = s.wait_run(id, 60);
+    assert_eq!(run["run"]["state"], "failed");
+    assert_eq!(task(&run, "third")["state"], "upstream_failed");
+    std::fs::write(&gate, "open").unwrap();
+    let (status, v) = s.post_json(&format!("/api/v1/runs/{id}/resume"), &json!({}));
+    assert_eq!(status, 200, "{v}");
+    let run = s.wait_run(id, 60);
+    assert_eq!(run["run"]["state"], "success", "{run}");
+    assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 1, "resume must not re-run successful tasks");
+    let (status, _) = s.post_json(&format!("/api/v1/runs/{id}/resume"), &json!({}));
+    assert_eq!(status, 409);
+
+    s.apply("name: sleepy\ntasks:\n  - id: nap\n    op: shell\n    with: {command: 'sleep 30'}\n  - id: after\n    op: noop\n    depends_on: [nap]\n");
+    let id = s.trigger("sleepy", json!({}));
+    wait_for(20, "nap to run", || {
+        let (_, v) = s.get(&format!("/api/v1/runs/{id}"));
+        (task(&v, "nap")["state"] == "running").then_some(())
+    });
+    let (status, _) = s.post_json(&format!("/api/v1/runs/{id}/cancel"), &json!({}));
+    assert_eq!(status, 200);
+    let run = s.wait_run(id, 20);
+    assert_eq!(run["run"]["state"], "cancelled");
+    assert_eq!(task(&run, "nap")["state"], "cancelled");
+    assert_eq!(task(&run, "after")["state"], "cancelled");
+}
+
+#[test]
+fn sensor_gives_back_its_slot_while_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    // One executor slot: if the sensor held it while waiting, `maker` could never run.
+    let s = TestServer::start_with(dir.path(), &["--slots", "1"]);
+    let f = dir.path().join("ready.flag");
+    s.apply(&format!(
+        r#"
+name: sensing
+tasks:
+  - id: wait
+    op: sensor
+    with: {{file: "{f}", poke_interval: 50ms, timeout: 20s}}
+  - id: maker
+    op: shell
+    with: {{command: "sleep 0.3; touch {f}"}}
+  - id: after
+    op: noop
+    depends_on: [wait, maker]
+"#,
+        f = f.display()
+    ));
+    let run = s.wait_run(s.trigger("sensing", json!({})), 60);
+    assert_eq!(run["run"]["state"], "success", "{run}");
+}
+
+#[test]
+fn kill_9_mid_run_then_restart_completes_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start(dir.path());
+    let started = dir.path().join("started");
+    s.apply(&format!(
+        "name: crashy\ntasks:\n  - id: a\n    op: noop\n  - id: long\n    op: shell\n    retries: 1\n    retry_delay: 100ms\n    depends_on: [a]\n    with: {{command: 'touch {}; sleep 1'}}\n  - id: z\n    op: noop\n    depends_on: [long]\n",
+        started.display()
+    ));
+    let id = s.trigger("crashy", json!({}));
+    wait_for(30, "the long task to start", || started.exists().then_some(()));
+    s.kill9();
+    let s = TestServer::start(dir.path());
+    let run = s.wait_run(id, 60);
+    assert_eq!(run["run"]["state"], "success", "{run}");
+    let long = task(&run, "long");
+    assert_eq!(long["try_number"], 2);
+    assert!(long["attempts"][0]["error"].as_str().unwrap().contains("stopped while this attempt was running"));
+    assert_eq!(task(&run, "a")["try_number"], 1, "finished work is not redone");
+}
+
+#[test]
+fn cli_and_server_share_a_data_dir_without_locking_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path());
+    let pipeline = dir.path().join("p.yaml");
+    std::fs::write(&pipeline, "name: busy\ntasks:\n  - id: a\n    op: shell\n    with: {command: 'echo hi'}\n  - id: b\n    op: noop\n    depends_on: [a]\n").unwrap();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(BIN).args(args).arg("--data-dir").arg(dir.path()).output().expect("run the CLI")
+    };
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let p = pipeline.clone();
+            let d = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                let mut outs = Vec::new();
+                for _ in 0..5 {
+                    let args: Vec<String> = if i % 2 == 0 {
+                        vec!["run".into(), p.display().to_string()]
+                    } else {
+                        vec!["runs".into(), "list".into()]
+                    };
+                    outs.push(std::process::Command::new(BIN).args(&args).arg("--data-dir").arg(&d).output().unwrap());
+                }
+                outs
+            })
+        })
+        .collect();
+    for t in threads {
+        for out in t.join().unwrap() {
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(!text.to_lowercase().contains("locked"), "{text}");
+            assert!(out.status.success(), "{text}");
+        }
+    }
+    let out = cli(&["runs", "list", "--json", "--limit", "100"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["runs"].as_array().map(Vec::len), Some(10));
+    assert!(v["runs"].as_array().unwrap().iter().all(|r| r["state"] == "success"));
+    drop(s);
+}
+
+#[test]
+fn cli_run_without_a_server_reports_success_and_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = std::process::Command::new(BIN)
+        .args(["run", "pipelines/hello.yaml", "--param", "count=4", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{out}{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(out.contains("finished  big") && out.contains("run 1 success"), "{out}");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "name: bad\ntasks:\n  - id: a\n    op: shell\n    with: {command: 'exit 1'}\n").unwrap();
+    let failed = std::process::Command::new(BIN).arg("run").arg(&bad).arg("--data-dir").arg(dir.path()).output().unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&failed.stdout).contains("FAILED    a"));
+    let invalid = dir.path().join("invalid.yaml");
+    std::fs::write(&invalid, "name: x\ntasks:\n  - id: a\n    op: noop\n    depends_on: [b]\n").unwrap();
+    let v = std::process::Command::new(BIN).arg("validate").arg(&invalid).output().unwrap();
+    assert_eq!(v.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&v.stderr);
+    assert!(err.contains("invalid.yaml:5:18: unknown dependency `b`"), "{err}");
+}
+
+#[test]
+fn cron_catchup_respects_max_active_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = open_app(dir.path(), true, 2);
+    let start = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
+    let yaml = format!(
+        "name: every-minute\nschedule: '* * * * *'\nstart_date: '{start}'\ncatchup: true\nmax_active_runs: 1\ntasks:\n  - id: t\n    op: shell\n    with: {{command: 'sleep 0.05'}}\n"
+    );
+    app.upsert_pipeline("test", &yaml, "api").unwrap();
+    let runs = wait_for(60, "catch-up runs to finish", || {
+        let rs = app
+            .store
+            .read(|c| mlbox::store::runs::list(c, &mlbox::store::runs::RunFilter { limit: 100, ..Default::default() }))
+            .ok()?;
+        (rs.len() >= 4 && rs.iter().all(|r| r.state == "success")).then_some(rs)
+    });
+    assert!(runs.len() <= 6, "one run per missed minute, got {}", runs.len());
+    let mut spans: Vec<(i64, i64)> = runs.iter().map(|r| (r.started_at.unwrap(), r.finished_at.unwrap())).collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(w[1].0 >= w[0].1, "runs overlapped despite max_active_runs: 1");
+    }
+    let mut dates: Vec<i64> = runs.iter().map(|r| r.logical_date).collect();
+    dates.sort();
+    dates.dedup();
+    assert_eq!(dates.len(), runs.len(), "each interval runs once");
+    app.shutdown(Duration::from_secs(5));
+}
+
+#[test]
+fn backfill_creates_one_run_per_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path());
+    s.apply("name: daily\nschedule: '@daily'\ntasks:\n  - id: t\n    op: shell\n    with: {command: 'echo ${{ run.ds }}'}\n");
+    let (status, v) = s.post_json("/api/v1/pipelines/daily/backfill", &json!({"from": "2024-01-01", "to": "2024-01-03"}));
+    assert_eq!(status, 201, "{v}");
+    let ids: Vec<i64> = v["run_ids"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+    assert_eq!(ids.len(), 3);
+    for id in &ids {
+        assert_eq!(s.wait_run(*id, 60)["run"]["state"], "success");
+    }
+    let log = ureq::get(&format!("{}/api/v1/runs/{}/tasks/t/logs", s.base, ids[1])).call().unwrap().body_mut().read_to_string().unwrap();
+    assert_eq!(log.trim(), "2024-01-02");
+    let (_, v) = s.post_json("/api/v1/pipelines/daily/backfill", &json!({"from": "2024-01-01", "to": "2024-01-03"}));
+    assert_eq!(v["run_ids"].as_array().map(Vec::len), Some(0), "a backfill never duplicates a logical date");
+}
+
+#[test]
+fn ctrl_c_drains_and_a_restart_finishes_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start_with(dir.path(), &["--grace", "5s"]);
+    let started = dir.path().join("started");
+    s.apply(&format!(
+        "name: drain\ntasks:\n  - id: a\n    op: shell\n    with: {{command: 'touch {}; sleep 0.5'}}\n  - id: b\n    op: noop\n    depends_on: [a]\n",
+        started.display()
+    ));
+    let id = s.trigger("drain", json!({}));
+    wait_for(30, "a to start", || started.exists().then_some(()));
+    let status = s.interrupt();
+    assert!(status.success(), "graceful exit, got {status}");
+    let s = TestServer::start(dir.path());
+    let run = s.wait_run(id, 60);
+    assert_eq!(run["run"]["state"], "success", "{run}");
+    assert_eq!(task(&run, "a")["try_number"], 1, "a finished within the grace period and is not redone");
+}
+
+/// A random DAG: task i may depend on any earlier task.
+fn dag() -> impl Strategy<Value = Vec<Vec<usize>>> {
+    (1usize..25).prop_flat_map(|n| {
+        (0..n).map(|i| proptest::collection::vec(0..i.max(1), 0..3.min(i + 1))).collect::<Vec<_>>().prop_map(move |deps| {
+            deps.into_iter().enumerate().map(|(i, d)| if i == 0 { Vec::new() } else { d }).collect()
+        })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, .. ProptestConfig::default() })]
+    #[test]
+    fn random_dags_run_every_task_once_after_its_dependencies(deps in dag()) {
+        let dir = tempfile::tempdir().unwrap();
+        let app = open_app(dir.path(), false, 2);
+        let mut yaml = String::from("name: random\ntasks:\n");
+        for (i, d) in deps.iter().enumerate() {
+            let mut d = d.clone();
+            d.sort();
+            d.dedup();
+            let d: Vec<String> = d.iter().map(|j| format!("t{j}")).collect();
+            yaml.push_str(&format!("  - id: t{i}\n    op: noop\n    depends_on: [{}]\n", d.join(", ")));
+        }
+        app.upsert_pipeline("random", &yaml, "api").unwrap();
+        let id = app.trigger("random", &BTreeMap::new(), None, "manual").unwrap();
+        prop_assert_eq!(wait_app_run(&app, id, 60), "success");
+        let (tasks, attempts) = app.store.read(|c| Ok((mlbox::store::runs::tasks(c, id)?, mlbox::store::runs::attempts(c, id)?))).unwrap();
+        let by_id: BTreeMap<String, &mlbox::store::runs::TaskRow> = tasks.iter().map(|t| (t.task_id.clone(), t)).collect();
+        prop_assert_eq!(attempts.len(), deps.len(), "every task ran exactly once");
+        for (i, d) in deps.iter().enumerate() {
+            let t = by_id[&format!("t{i}")];
+            prop_assert_eq!(t.try_number, 1);
+            for j in d {
+                let up = by_id[&format!("t{j}")];
+                prop_assert!(t.started_at.unwrap() >= up.finished_at.unwrap(), "t{} started before t{} finished", i, j);
+            }
+        }
+        app.shutdown(Duration::from_secs(5));
+    }
+}
