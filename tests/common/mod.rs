@@ -42,6 +42,8 @@ impl TestServer {
             .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
+            // Its own cwd, so the repo's ./pipelines and ./mlbox.toml are not picked up.
+            .current_dir(data_dir)
             .env("MLBOX_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -49,11 +51,12 @@ impl TestServer {
             .spawn()
             .expect("start mlbox serve");
         let lock = data_dir.join("mlbox.lock");
+        let pid = child.id();
         let base = wait_for(30, "the server to publish its address", || {
             let text = std::fs::read_to_string(&lock).ok()?;
             let v: Value = serde_json::from_str(&text).ok()?;
             let addr = v["addr"].as_str()?;
-            (v["kind"] == "serve").then(|| format!("http://{addr}"))
+            (v["kind"] == "serve" && v["pid"] == pid).then(|| format!("http://{addr}"))
         });
         let s = TestServer { child, base, data_dir: data_dir.to_path_buf() };
         wait_for(30, "readyz", || (s.get("/readyz").0 == 200).then_some(()));
