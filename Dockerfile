@@ -15,12 +15,11 @@ ARG RUST_VERSION=1.95
 
 # ---- build: a static musl binary -------------------------------------------------------------
 FROM rust:${RUST_VERSION}-bookworm AS build
-ARG TARGET=x86_64-unknown-linux-musl
 
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools \
  && rm -rf /var/lib/apt/lists/*
-RUN rustup target add ${TARGET}
+RUN rustup target add x86_64-unknown-linux-musl
 # C code (bundled SQLite, ring for rustls) is compiled with the musl toolchain.
 ENV CC_x86_64_unknown_linux_musl=musl-gcc
 
@@ -30,8 +29,8 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --target ${TARGET} --bin mlbox \
- && cp target/${TARGET}/release/mlbox /mlbox
+    cargo build --release --locked --target x86_64-unknown-linux-musl --bin mlbox \
+ && cp target/x86_64-unknown-linux-musl/release/mlbox /mlbox
 
 # ---- runtime -----------------------------------------------------------------------------------
 # Why busybox and not scratch or distroless/static: the `shell` op runs `sh -c COMMAND`, so the
