@@ -26,6 +26,8 @@ pub struct App {
     pub engine: Engine,
     pub logs: LogHub,
     pub ops: Registry,
+    /// Cancelled when the process starts shutting down: long-lived streams end on it.
+    pub stopping: tokio_util::sync::CancellationToken,
     lock: Mutex<DataDirLock>,
 }
 
@@ -57,7 +59,7 @@ impl App {
             slots: config.slots,
             cron,
         })?;
-        Ok(App { config, store, engine, logs, ops, lock: Mutex::new(lock) })
+        Ok(App { config, store, engine, logs, ops, stopping: Default::default(), lock: Mutex::new(lock) })
     }
 
     /// Tell other mlbox processes where this one listens.
@@ -240,6 +242,7 @@ impl App {
     }
 
     pub fn shutdown(&self, grace: Duration) {
+        self.stopping.cancel();
         self.engine.shutdown(grace);
         self.store.close();
     }

@@ -260,6 +260,12 @@ fn serve(config: Config) -> anyhow::Result<ExitCode> {
                 }
             }
         };
+        let stopping = app.stopping.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // Live streams (run events, log follows) end now instead of holding shutdown open.
+            stopping.cancel();
+        };
         axum::serve(listener, router).with_graceful_shutdown(shutdown).await
     })?;
     let grace = config.grace;

@@ -61,7 +61,8 @@ pub struct Deps {
     pub data_dir: PathBuf,
     /// Executor slots (default: number of cores).
     pub slots: usize,
-    /// Create runs from pipeline schedules (off for one-shot CLI commands).
+    /// A long-lived owner (`serve`): create runs from schedules and pick up runs an earlier
+    /// process left active. Off for one-shot CLI commands.
     pub cron: bool,
 }
 

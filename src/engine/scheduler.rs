@@ -119,9 +119,13 @@ impl Scheduler {
             cron: HashMap::new(),
             draining: None,
         };
-        let active = s.deps.store.read(runs::active)?;
-        for run in active {
-            s.start_run(run.id);
+        // Only a long-lived owner picks up runs an earlier process left active; a one-shot CLI
+        // command must not start unrelated work.
+        if s.deps.cron {
+            let active = s.deps.store.read(runs::active)?;
+            for run in active {
+                s.start_run(run.id);
+            }
         }
         s.reload_cron();
         Ok(s)

@@ -43,7 +43,11 @@ pub async fn run_events(
             return;
         }
         loop {
-            match tokio::time::timeout(Duration::from_secs(2), sub.recv()).await {
+            let next = tokio::select! {
+                n = tokio::time::timeout(Duration::from_secs(2), sub.recv()) => n,
+                _ = app.stopping.cancelled() => return,
+            };
+            match next {
                 Ok(Ok(ev)) if ev.run_id == id => {
                     let end = ev.kind == "run" && terminal(ev.state);
                     let data = serde_json::to_string(&ev).unwrap_or_default();
@@ -110,7 +114,11 @@ pub async fn follow_log(
         }
         let mut done = finished;
         while !done {
-            match tokio::time::timeout(Duration::from_secs(1), sub.recv()).await {
+            let next = tokio::select! {
+                n = tokio::time::timeout(Duration::from_secs(1), sub.recv()) => n,
+                _ = app.stopping.cancelled() => break,
+            };
+            match next {
                 Ok(Ok(chunk)) if chunk.key == key => {
                     if chunk.eof {
                         done = true;
