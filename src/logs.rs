@@ -55,21 +55,32 @@ impl LogHub {
         self.tx.subscribe()
     }
 
-    /// Open (append) the log of one attempt.
-    pub fn sink(&self, key: LogKey) -> std::io::Result<LogSink> {
+    /// The log of one attempt. The file is created on the first write, so a task that logs
+    /// nothing costs no file system work.
+    pub fn sink(&self, key: LogKey) -> LogSink {
         let path = key.path(&self.dir);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-        let offset = file.metadata()?.len();
-        Ok(LogSink { inner: Arc::new(Mutex::new(Inner { file, offset })), key, tx: self.tx.clone() })
+        LogSink { inner: Arc::new(Mutex::new(Inner { file: None, path, offset: 0 })), key, tx: self.tx.clone() }
     }
 }
 
 struct Inner {
-    file: File,
+    file: Option<File>,
+    path: PathBuf,
     offset: u64,
+}
+
+impl Inner {
+    fn file(&mut self) -> std::io::Result<&mut File> {
+        if self.file.is_none() {
+            if let Some(parent) = self.path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+            self.offset = f.metadata()?.len();
+            self.file = Some(f);
+        }
+        Ok(self.file.as_mut().expect("just opened"))
+    }
 }
 
 /// Where an op writes its log; cheap to clone, safe to share between threads.
@@ -85,8 +96,12 @@ impl LogSink {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        if inner.file.write_all(bytes).is_err() {
-            return;
+        match inner.file().and_then(|f| f.write_all(bytes)) {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(path = %inner.path.display(), error = %e, "Cannot write a task log");
+                return;
+            }
         }
         let offset = inner.offset;
         inner.offset += bytes.len() as u64;

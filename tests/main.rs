@@ -34,7 +34,12 @@ fn api_runs_a_pipeline_end_to_end() {
     let attempts = task(&run, "start")["attempts"].as_array().unwrap().len();
     assert_eq!(attempts, 1);
 
-    let log = ureq::get(&format!("{}/api/v1/runs/{id}/tasks/start/logs", s.base)).call().unwrap().body_mut().read_to_string().unwrap();
+    let log = ureq::get(&format!("{}/api/v1/runs/{id}/tasks/start/logs", s.base))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
     assert!(log.contains(&format!("hi from run {id}")), "{log}");
 
     let (status, list) = s.get("/api/v1/runs?pipeline=hello&state=success");
@@ -129,7 +134,12 @@ tasks:
     let big = task(&run, "big");
     assert_eq!(big["state"], "failed");
     assert!(big["error"].as_str().unwrap().contains("64 KiB"), "{big}");
-    let log = ureq::get(&format!("{}/api/v1/runs/{id}/tasks/flaky/logs?try=1", s.base)).call().unwrap().body_mut().read_to_string().unwrap();
+    let log = ureq::get(&format!("{}/api/v1/runs/{id}/tasks/flaky/logs?try=1", s.base))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
     assert!(log.contains("first try fails"), "{log}");
 }
 
@@ -285,7 +295,8 @@ fn cli_run_without_a_server_reports_success_and_failure() {
     assert!(out.contains("finished  big") && out.contains("run 1 success"), "{out}");
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "name: bad\ntasks:\n  - id: a\n    op: shell\n    with: {command: 'exit 1'}\n").unwrap();
-    let failed = std::process::Command::new(BIN).arg("run").arg(&bad).arg("--data-dir").arg(dir.path()).output().unwrap();
+    let failed =
+        std::process::Command::new(BIN).arg("run").arg(&bad).arg("--data-dir").arg(dir.path()).output().unwrap();
     assert_eq!(failed.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&failed.stdout).contains("FAILED    a"));
     let invalid = dir.path().join("invalid.yaml");
@@ -330,14 +341,20 @@ fn backfill_creates_one_run_per_interval() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path());
     s.apply("name: daily\nschedule: '@daily'\ntasks:\n  - id: t\n    op: shell\n    with: {command: 'echo ${{ run.ds }}'}\n");
-    let (status, v) = s.post_json("/api/v1/pipelines/daily/backfill", &json!({"from": "2024-01-01", "to": "2024-01-03"}));
+    let (status, v) =
+        s.post_json("/api/v1/pipelines/daily/backfill", &json!({"from": "2024-01-01", "to": "2024-01-03"}));
     assert_eq!(status, 201, "{v}");
     let ids: Vec<i64> = v["run_ids"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
     assert_eq!(ids.len(), 3);
     for id in &ids {
         assert_eq!(s.wait_run(*id, 60)["run"]["state"], "success");
     }
-    let log = ureq::get(&format!("{}/api/v1/runs/{}/tasks/t/logs", s.base, ids[1])).call().unwrap().body_mut().read_to_string().unwrap();
+    let log = ureq::get(&format!("{}/api/v1/runs/{}/tasks/t/logs", s.base, ids[1]))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
     assert_eq!(log.trim(), "2024-01-02");
     let (_, v) = s.post_json("/api/v1/pipelines/daily/backfill", &json!({"from": "2024-01-01", "to": "2024-01-03"}));
     assert_eq!(v["run_ids"].as_array().map(Vec::len), Some(0), "a backfill never duplicates a logical date");
@@ -365,9 +382,9 @@ fn ctrl_c_drains_and_a_restart_finishes_the_run() {
 /// A random DAG: task i may depend on any earlier task.
 fn dag() -> impl Strategy<Value = Vec<Vec<usize>>> {
     (1usize..25).prop_flat_map(|n| {
-        (0..n).map(|i| proptest::collection::vec(0..i.max(1), 0..3.min(i + 1))).collect::<Vec<_>>().prop_map(move |deps| {
-            deps.into_iter().enumerate().map(|(i, d)| if i == 0 { Vec::new() } else { d }).collect()
-        })
+        (0..n).map(|i| proptest::collection::vec(0..i.max(1), 0..3.min(i + 1))).collect::<Vec<_>>().prop_map(
+            move |deps| deps.into_iter().enumerate().map(|(i, d)| if i == 0 { Vec::new() } else { d }).collect(),
+        )
     })
 }
 

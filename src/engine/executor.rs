@@ -237,14 +237,12 @@ fn run_job(job: Job, deps: &Deps, events: &broadcast::Sender<Event>) -> Report {
         .join("tmp")
         .join(format!("run-{}", job.run_id))
         .join(format!("ti-{}-try-{}", job.ti, job.try_number));
-    let log = match deps.logs.sink(key) {
-        Ok(l) => l,
-        Err(e) => {
-            return finish(job, deps, events, report, started, Err(format!("cannot open the task log: {e}")));
-        }
-    };
+    let log = deps.logs.sink(key);
     let artifacts_dir = work.join("artifacts");
-    if let Err(e) = std::fs::create_dir_all(&artifacts_dir) {
+    // Only ops that run programs get a work dir; the rest (noop, branch) skip the file system.
+    if job.op.uses_files()
+        && let Err(e) = std::fs::create_dir_all(&artifacts_dir)
+    {
         return finish(job, deps, events, report, started, Err(format!("cannot create the artifacts dir: {e}")));
     }
     let ctx = TaskContext {
@@ -278,7 +276,9 @@ fn run_job(job: Job, deps: &Deps, events: &broadcast::Sender<Event>) -> Report {
         log.line(&format!("mlbox: task failed: {e}"));
     }
     log.finish();
-    let _ = std::fs::remove_dir_all(&work);
+    if job.op.uses_files() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
     finish(job, deps, events, report_with_stop(report, &stop), started, result)
 }
 

@@ -84,6 +84,9 @@ impl Op for Branch {
     fn name(&self) -> &'static str {
         "branch"
     }
+    fn uses_files(&self) -> bool {
+        false
+    }
     fn params(&self) -> &'static [Param] {
         const P: &[Param] = &[
             req("cases", Kind::List, "a list of {when: CONDITION, run: [task ids]}; the first true case wins"),

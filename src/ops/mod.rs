@@ -166,6 +166,10 @@ pub trait Op: Send + Sync + 'static {
     fn branch_targets(&self, _with: &Value) -> Vec<String> {
         Vec::new()
     }
+    /// Whether the op needs `$MLBOX_ARTIFACTS` and `$MLBOX_OUTPUTS` (a work dir per attempt).
+    fn uses_files(&self) -> bool {
+        true
+    }
     /// Run once with rendered parameters. Long-running ops must check `ctx.stop` regularly.
     fn run(&self, ctx: &TaskContext, with: &Value) -> Result<Outcome, String>;
 }

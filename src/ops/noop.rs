@@ -10,6 +10,9 @@ impl Op for Noop {
     fn name(&self) -> &'static str {
         "noop"
     }
+    fn uses_files(&self) -> bool {
+        false
+    }
     fn params(&self) -> &'static [Param] {
         &[]
     }

@@ -103,7 +103,8 @@ impl TestServer {
     }
 
     pub fn trigger(&self, name: &str, params: Value) -> i64 {
-        let (s, v) = self.post_json(&format!("/api/v1/pipelines/{name}/trigger"), &serde_json::json!({"params": params}));
+        let (s, v) =
+            self.post_json(&format!("/api/v1/pipelines/{name}/trigger"), &serde_json::json!({"params": params}));
         assert_eq!(s, 201, "trigger {name}: {v}");
         v["run_id"].as_i64().expect("run id")
     }
