@@ -108,6 +108,17 @@ impl App {
         let plan = self.validate(file, yaml)?;
         let spec = &plan.spec;
         let next_logical = first_logical(&plan, Utc::now());
+        let timing = |p: &Plan| {
+            (
+                p.spec.schedule.as_ref().map(|s| s.0.clone()),
+                p.spec.start_date.as_ref().map(|s| s.0.clone()),
+                p.spec.catchup,
+            )
+        };
+        let old = self.store.read(|c| pipelines::get(c, &spec.name))?;
+        let reschedule = old.is_some_and(|o| {
+            pipeline::load("old", &o.yaml, &self.ops).map(|p| timing(&p) != timing(&plan)).unwrap_or(true)
+        });
         let (name, yaml, hash, desc, sched, source) = (
             spec.name.clone(),
             yaml.to_string(),
@@ -126,6 +137,7 @@ impl App {
                 schedule: sched.as_deref(),
                 source: &source,
                 next_logical,
+                reschedule,
             };
             pipelines::upsert(tx, &p, store::now_us())
         })?;

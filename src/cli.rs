@@ -16,6 +16,27 @@ use crate::client::Client;
 use crate::config::{Config, Overrides};
 use crate::lock::Acquire;
 
+/// `println!` that ends the program quietly when stdout is closed (`mlbox runs list | head`).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+/// `print!` with the same behaviour.
+macro_rules! say_raw {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout();
+        if write!(out, $($t)*).and_then(|_| out.flush()).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "mlbox", version, about = "One binary ML platform: pipelines, scheduler, executor and API", long_about = None)]
 pub struct Cli {
@@ -281,7 +302,8 @@ fn wait_for_lock(config: &Config) -> anyhow::Result<crate::lock::DataDirLock> {
         match app::acquire(&config.data_dir)? {
             Acquire::Owned(lock) => return Ok(lock),
             Acquire::HeldBy(info) => {
-                let short = info.as_ref().is_some_and(|i| i.kind != "serve" && i.kind != "run");
+                // A one-shot CLI command, or a holder that has not published its address yet.
+                let short = info.as_ref().is_none_or(|i| i.kind != "serve");
                 if !short || std::time::Instant::now() > deadline {
                     let who = info
                         .map(|i| format!("mlbox {} (pid {}) at http://{}", i.kind, i.pid, i.addr))
@@ -304,7 +326,7 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
         let yaml = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
         match crate::pipeline::load(&f.display().to_string(), &yaml, &ops) {
             Ok(plan) => {
-                println!("{}: ok (pipeline `{}`, {} tasks)", f.display(), plan.spec.name, plan.spec.tasks.len())
+                say!("{}: ok (pipeline `{}`, {} tasks)", f.display(), plan.spec.name, plan.spec.tasks.len())
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -392,7 +414,7 @@ fn command(cmd: &Command, conn: &Connection) -> anyhow::Result<ExitCode> {
             let saved = c.post_text("/api/v1/pipelines", &yaml).map_err(|e| spec_error(file, e))?;
             let name = saved["name"].as_str().unwrap_or_default().to_string();
             let id = trigger(c, &name, params, logical_date.as_deref())?;
-            println!("run {id} of `{name}` started");
+            say!("run {id} of `{name}` started");
             follow_run(c, id)
         }
         Command::Runs { cmd } => runs(cmd, conn),
@@ -400,7 +422,7 @@ fn command(cmd: &Command, conn: &Connection) -> anyhow::Result<ExitCode> {
         Command::Backfill { name, from, to, wait } => {
             let r = c.post(&format!("/api/v1/pipelines/{name}/backfill"), &json!({"from": from, "to": to}))?;
             let ids: Vec<i64> = r["run_ids"].as_array().into_iter().flatten().filter_map(Value::as_i64).collect();
-            println!("created {} runs: {}", ids.len(), ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", "));
+            say!("created {} runs: {}", ids.len(), ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", "));
             let mut ok = true;
             if conn.must_wait(*wait) {
                 for id in ids {
@@ -454,7 +476,7 @@ fn follow_run(c: &Client, id: i64) -> anyhow::Result<ExitCode> {
                 for t in snap["tasks"].as_array().into_iter().flatten() {
                     let state = t["state"].as_str().unwrap_or("pending");
                     if state != "pending" && t["map_index"].as_i64().unwrap_or(-1) < 0 {
-                        println!("  {:<9} {}", state, t["task_id"].as_str().unwrap_or("?"));
+                        say!("  {:<9} {}", state, t["task_id"].as_str().unwrap_or("?"));
                     }
                 }
                 true
@@ -471,13 +493,13 @@ fn follow_run(c: &Client, id: i64) -> anyhow::Result<ExitCode> {
                     let took = ev["duration_ms"].as_f64().map(|d| format!(" in {}", fmt_ms(d))).unwrap_or_default();
                     let err = ev["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default();
                     match ev["state"].as_str().unwrap_or("") {
-                        "running" => println!("  started   {task} (try {})", ev["try_number"].as_u64().unwrap_or(1)),
-                        "success" => println!("  finished  {task}{took}"),
-                        "failed" => println!("  FAILED    {task}{took}{err}"),
-                        "up_for_retry" => println!("  retrying  {task}{took}{err}"),
-                        "skipped" => println!("  skipped   {task}"),
-                        "upstream_failed" => println!("  not run   {task} (upstream failed)"),
-                        "cancelled" => println!("  cancelled {task}"),
+                        "running" => say!("  started   {task} (try {})", ev["try_number"].as_u64().unwrap_or(1)),
+                        "success" => say!("  finished  {task}{took}"),
+                        "failed" => say!("  FAILED    {task}{took}{err}"),
+                        "up_for_retry" => say!("  retrying  {task}{took}{err}"),
+                        "skipped" => say!("  skipped   {task}"),
+                        "upstream_failed" => say!("  not run   {task} (upstream failed)"),
+                        "cancelled" => say!("  cancelled {task}"),
                         _ => {}
                     }
                 }
@@ -496,9 +518,9 @@ fn follow_run(c: &Client, id: i64) -> anyhow::Result<ExitCode> {
     let run = c.get(&format!("/api/v1/runs/{id}"))?;
     let state =
         if final_state.is_empty() { run["run"]["state"].as_str().unwrap_or("?").to_string() } else { final_state };
-    println!("run {id} {state} in {}", duration(&run["run"]));
+    say!("run {id} {state} in {}", duration(&run["run"]));
     if let Some(e) = run["run"]["error"].as_str() {
-        println!("  {e}");
+        say!("  {e}");
     }
     Ok(if state == "success" { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -519,15 +541,20 @@ fn runs(cmd: &RunsCmd, conn: &Connection) -> anyhow::Result<ExitCode> {
             }
             let r = c.get(&format!("/api/v1/runs?{}", q.join("&")))?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                say!("{}", serde_json::to_string_pretty(&r)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
+            say!(
                 "{:<6} {:<24} {:<10} {:<9} {:<20} {:>10}",
-                "RUN", "PIPELINE", "STATE", "TRIGGER", "LOGICAL DATE", "DURATION"
+                "RUN",
+                "PIPELINE",
+                "STATE",
+                "TRIGGER",
+                "LOGICAL DATE",
+                "DURATION"
             );
             for run in r["runs"].as_array().into_iter().flatten() {
-                println!(
+                say!(
                     "{:<6} {:<24} {:<10} {:<9} {:<20} {:>10}",
                     run["id"],
                     run["pipeline"].as_str().unwrap_or(""),
@@ -538,17 +565,17 @@ fn runs(cmd: &RunsCmd, conn: &Connection) -> anyhow::Result<ExitCode> {
                 );
             }
             if let Some(next) = r["next_cursor"].as_i64() {
-                println!("more: --cursor {next}");
+                say!("more: --cursor {next}");
             }
         }
         RunsCmd::Show { id, json } => {
             let r = c.get(&format!("/api/v1/runs/{id}"))?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                say!("{}", serde_json::to_string_pretty(&r)?);
                 return Ok(ExitCode::SUCCESS);
             }
             let run = &r["run"];
-            println!(
+            say!(
                 "run {} of {}: {} (trigger {}, logical date {})",
                 id,
                 run["pipeline"].as_str().unwrap_or(""),
@@ -556,11 +583,11 @@ fn runs(cmd: &RunsCmd, conn: &Connection) -> anyhow::Result<ExitCode> {
                 run["trigger"].as_str().unwrap_or(""),
                 fmt_us(run["logical_date"].as_i64())
             );
-            println!("params: {}", run["params"]);
+            say!("params: {}", run["params"]);
             if let Some(e) = run["error"].as_str() {
-                println!("error: {e}");
+                say!("error: {e}");
             }
-            println!("{:<24} {:<16} {:>4} {:>10}  OUTPUTS / ERROR", "TASK", "STATE", "TRY", "DURATION");
+            say!("{:<24} {:<16} {:>4} {:>10}  OUTPUTS / ERROR", "TASK", "STATE", "TRY", "DURATION");
             for t in r["tasks"].as_array().into_iter().flatten() {
                 let name = match t["map_index"].as_i64() {
                     Some(i) if i >= 0 => format!("{}[{i}]", t["task_id"].as_str().unwrap_or("")),
@@ -571,7 +598,7 @@ fn runs(cmd: &RunsCmd, conn: &Connection) -> anyhow::Result<ExitCode> {
                     .map(str::to_string)
                     .unwrap_or_else(|| if t["outputs"].is_null() { String::new() } else { t["outputs"].to_string() });
                 let extra: String = extra.chars().take(80).collect();
-                println!(
+                say!(
                     "{:<24} {:<16} {:>4} {:>10}  {}",
                     name,
                     t["state"].as_str().unwrap_or(""),
@@ -581,7 +608,7 @@ fn runs(cmd: &RunsCmd, conn: &Connection) -> anyhow::Result<ExitCode> {
                 );
             }
             for a in r["artifacts"].as_array().into_iter().flatten() {
-                println!(
+                say!(
                     "artifact {} / {}: {} bytes, sha256 {}",
                     a["task_id"].as_str().unwrap_or(""),
                     a["name"].as_str().unwrap_or(""),
@@ -602,24 +629,24 @@ fn runs(cmd: &RunsCmd, conn: &Connection) -> anyhow::Result<ExitCode> {
             if *follow {
                 c.sse(&format!("/api/v1/runs/{id}/tasks/{task}/logs/follow{q}"), |m| {
                     if m.event == "log" {
-                        print!("{}", m.data);
+                        say_raw!("{}", m.data);
                         if !m.data.ends_with('\n') {
-                            println!();
+                            say!("");
                         }
                     }
                     m.event != "end"
                 })?;
             } else {
-                print!("{}", c.get_text(&format!("/api/v1/runs/{id}/tasks/{task}/logs{q}"))?);
+                say_raw!("{}", c.get_text(&format!("/api/v1/runs/{id}/tasks/{task}/logs{q}"))?);
             }
         }
         RunsCmd::Cancel { id } => {
             c.post(&format!("/api/v1/runs/{id}/cancel"), &json!({}))?;
-            println!("run {id}: cancel requested");
+            say!("run {id}: cancel requested");
         }
         RunsCmd::Resume { id, wait } => {
             let r = c.post(&format!("/api/v1/runs/{id}/resume"), &json!({}))?;
-            println!("run {id}: resuming {} tasks", r["reset_tasks"]);
+            say!("run {id}: resuming {} tasks", r["reset_tasks"]);
             if conn.must_wait(*wait) {
                 return follow_run(c, *id);
             }
@@ -634,12 +661,12 @@ fn pipelines(cmd: &PipelinesCmd, conn: &Connection) -> anyhow::Result<ExitCode> 
         PipelinesCmd::List { json } => {
             let r = c.get("/api/v1/pipelines")?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                say!("{}", serde_json::to_string_pretty(&r)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!("{:<28} {:<14} {:<7} {:<20} DESCRIPTION", "PIPELINE", "SCHEDULE", "PAUSED", "NEXT LOGICAL DATE");
+            say!("{:<28} {:<14} {:<7} {:<20} DESCRIPTION", "PIPELINE", "SCHEDULE", "PAUSED", "NEXT LOGICAL DATE");
             for p in r["pipelines"].as_array().into_iter().flatten() {
-                println!(
+                say!(
                     "{:<28} {:<14} {:<7} {:<20} {}",
                     p["name"].as_str().unwrap_or(""),
                     p["schedule"].as_str().unwrap_or("-"),
@@ -653,28 +680,23 @@ fn pipelines(cmd: &PipelinesCmd, conn: &Connection) -> anyhow::Result<ExitCode> 
             for f in files {
                 let yaml = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
                 let r = c.post_text("/api/v1/pipelines", &yaml).map_err(|e| spec_error(f, e))?;
-                println!(
-                    "{}: {} {}",
-                    f.display(),
-                    r["name"].as_str().unwrap_or(""),
-                    r["result"].as_str().unwrap_or("")
-                );
+                say!("{}: {} {}", f.display(), r["name"].as_str().unwrap_or(""), r["result"].as_str().unwrap_or(""));
             }
         }
         PipelinesCmd::Trigger { name, params, logical_date, wait } => {
             let id = trigger(c, name, params, logical_date.as_deref())?;
-            println!("run {id} of `{name}` started");
+            say!("run {id} of `{name}` started");
             if conn.must_wait(*wait) {
                 return follow_run(c, id);
             }
         }
         PipelinesCmd::Pause { name } => {
             c.post(&format!("/api/v1/pipelines/{name}/pause"), &json!({}))?;
-            println!("{name}: paused");
+            say!("{name}: paused");
         }
         PipelinesCmd::Unpause { name } => {
             c.post(&format!("/api/v1/pipelines/{name}/unpause"), &json!({}))?;
-            println!("{name}: unpaused");
+            say!("{name}: unpaused");
         }
     }
     Ok(ExitCode::SUCCESS)

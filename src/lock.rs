@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub struct LockInfo {
     pub pid: u32,
     pub addr: String,
-    /// `serve`, or the one-shot command holding it (`run`, `cli`).
+    /// `serve`, or `cli` for a one-shot command that holds it for its own duration.
     pub kind: String,
 }
 

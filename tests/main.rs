@@ -419,3 +419,114 @@ proptest! {
         app.shutdown(Duration::from_secs(5));
     }
 }
+
+#[test]
+fn a_sensor_waiting_between_pokes_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start(dir.path());
+    let flag = dir.path().join("flag");
+    s.apply(&format!(
+        "name: patient\ntasks:\n  - id: wait\n    op: sensor\n    with: {{file: '{}', poke_interval: 100ms}}\n  - id: after\n    op: noop\n    depends_on: [wait]\n",
+        flag.display()
+    ));
+    let id = s.trigger("patient", json!({}));
+    wait_for(30, "the sensor to wait between pokes", || {
+        let (_, v) = s.get(&format!("/api/v1/runs/{id}"));
+        (task(&v, "wait")["state"] == "running" && !task(&v, "wait")["next_try_at"].is_null()).then_some(())
+    });
+    s.kill9();
+    let s = TestServer::start(dir.path());
+    std::fs::write(&flag, "").unwrap();
+    let run = s.wait_run(id, 60);
+    assert_eq!(run["run"]["state"], "success", "{run}");
+    let wait = task(&run, "wait");
+    assert_eq!(wait["try_number"], 1, "a restart is not a failed attempt for a waiting sensor");
+    assert_eq!(wait["attempts"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn http_op_sensor_timeout_threads_and_live_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start_with(dir.path(), &["--slots", "2"]);
+    s.apply(&format!(
+        r#"
+name: mixed
+tasks:
+  - id: ask
+    op: http
+    with: {{url: "{b}/api/v1/version"}}
+  - id: up
+    op: sensor
+    with: {{http: "{b}/healthz", poke_interval: 50ms}}
+  - id: never
+    op: sensor
+    timeout: 400ms
+    with: {{file: "/nonexistent/mlbox-test", poke_interval: 50ms}}
+  - id: wide
+    op: shell
+    threads: 2
+    with: {{command: "sleep 0.3"}}
+  - id: narrow1
+    op: shell
+    with: {{command: "sleep 0.3"}}
+  - id: narrow2
+    op: shell
+    with: {{command: "sleep 0.3"}}
+  - id: talk
+    op: shell
+    with: {{command: "for i in 1 2 3 4 5; do echo line $i; sleep 0.1; done"}}
+"#,
+        b = s.base
+    ));
+    let id = s.trigger("mixed", json!({}));
+    // Follow `talk` live over SSE from the start: every line arrives, then `end`.
+    wait_for(30, "talk to start", || {
+        let (_, v) = s.get(&format!("/api/v1/runs/{id}"));
+        (task(&v, "talk")["try_number"] == 1).then_some(())
+    });
+    let mut resp = ureq::get(&format!("{}/api/v1/runs/{id}/tasks/talk/logs/follow", s.base)).call().unwrap();
+    let body = resp.body_mut().read_to_string().unwrap();
+    for i in 1..=5 {
+        assert!(body.contains(&format!("line {i}")), "{body}");
+    }
+    assert!(body.contains("event: end"), "{body}");
+
+    let run = s.wait_run(id, 60);
+    assert_eq!(run["run"]["state"], "failed", "only the `never` sensor fails");
+    let ask = task(&run, "ask");
+    assert_eq!(ask["outputs"]["status"], 200);
+    assert_eq!(ask["outputs"]["body"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(task(&run, "up")["state"], "success");
+    let never = task(&run, "never");
+    assert_eq!(never["state"], "failed");
+    assert!(never["error"].as_str().unwrap().contains("timed out"), "{never}");
+    // `wide` takes both slots, so nothing else may run while it does.
+    let span = |t: &Value| (t["started_at"].as_i64().unwrap(), t["finished_at"].as_i64().unwrap());
+    let (ws, we) = span(task(&run, "wide"));
+    for other in ["narrow1", "narrow2", "talk", "ask"] {
+        let (os, oe) = span(task(&run, other));
+        assert!(oe <= ws || os >= we, "{other} ran while `wide` held both slots");
+    }
+}
+
+#[test]
+fn scheduled_pipelines_need_param_defaults_and_framework_errors_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path());
+    let (status, v) = s.post_raw(
+        "/api/v1/pipelines",
+        "name: nodefault\nschedule: '@daily'\nparams:\n  day: {type: date}\ntasks:\n  - id: a\n    op: noop\n",
+    );
+    assert_eq!(status, 422);
+    assert!(v["error"]["message"].as_str().unwrap().contains("needs a default"), "{v}");
+    let (status, v) = s.get("/api/v1/runs/abc");
+    assert_eq!(status, 400);
+    assert!(v["error"]["message"].as_str().unwrap().contains("parse"), "{v}");
+    let r = ureq::put(&format!("{}/api/v1/runs", s.base))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_empty()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+}

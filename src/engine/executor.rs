@@ -207,7 +207,9 @@ fn run_job(job: Job, deps: &Deps, events: &broadcast::Sender<Event>) -> Report {
         return report;
     }
     // Same flag as the scheduler holds (cancel, shutdown), plus this attempt's deadline.
-    let stop = job.stop.with_deadline(job.timeout.map(|t| started + t));
+    // A sensor's task timeout counts from its first poke, not from each poke.
+    let since = if job.poke { job.first_poke_at } else { started };
+    let stop = job.stop.with_deadline(job.timeout.map(|t| since + t));
 
     let key = LogKey {
         run_id: job.run_id,
@@ -270,12 +272,18 @@ fn run_job(job: Job, deps: &Deps, events: &broadcast::Sender<Event>) -> Report {
         Outcome::Branch { outputs, follow } => {
             save_outputs(&job, deps, &artifacts_dir, outputs).map(|o| (o, Some(follow), None))
         }
+        Outcome::Poke(_) if stop.reason() == Some(StopReason::TimedOut) => {
+            Err(format!("timed out after {:?} waiting", job.timeout.unwrap_or_default()))
+        }
         Outcome::Poke(after) => Ok((Value::Null, None, Some(after))),
     });
+    let poking = matches!(result, Ok((_, _, Some(_))));
     if let Err(e) = &result {
         log.line(&format!("mlbox: task failed: {e}"));
     }
-    log.finish();
+    if !poking {
+        log.finish();
+    }
     if job.op.uses_files() {
         let _ = std::fs::remove_dir_all(&work);
     }
@@ -334,6 +342,15 @@ fn finish(
         Ok((_, _, Some(after))) => {
             report.state = State::Running;
             report.poke_after = Some(after);
+            // Durable "waiting between pokes", so a restart re-arms the poke instead of failing it.
+            let next = now + after.as_micros() as i64;
+            deps.store.write_nowait(move |tx| {
+                runs::update_ti(
+                    tx,
+                    ti,
+                    &runs::TiUpdate { state: "running", next_try_at: Some(next), ..Default::default() },
+                )
+            });
             return report;
         }
         Ok((outputs, follow, None)) => {

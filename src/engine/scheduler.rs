@@ -38,6 +38,12 @@ struct Unit {
 
 impl Unit {
     fn from_row(r: &runs::TaskRow) -> Unit {
+        // A sensor waiting between pokes is `running` with a next poke time; its timeout counts
+        // from when its first poke started.
+        let first_poke_at = (r.state == "running" && r.next_try_at.is_some())
+            .then(|| r.started_at.map(|s| Duration::from_micros((store::now_us() - s).max(0) as u64)))
+            .flatten()
+            .and_then(|ago| Instant::now().checked_sub(ago));
         Unit {
             ti: r.id,
             map_index: r.map_index,
@@ -48,7 +54,7 @@ impl Unit {
             item: r.item.clone(),
             in_flight: false,
             stop: StopSignal::default(),
-            first_poke_at: None,
+            first_poke_at,
         }
     }
 }
@@ -273,10 +279,15 @@ impl Scheduler {
         // Re-dispatch what a previous process left queued, and re-arm retries.
         let mut requeue = Vec::new();
         for (i, n) in rs.nodes.iter_mut().enumerate() {
+            let parent_running = n.expanded && n.main.state == State::Running;
             let units: Vec<&mut Unit> = if n.expanded { n.items.iter_mut().collect() } else { vec![&mut n.main] };
             for u in units {
                 match u.state {
                     State::Queued => requeue.push((i, u.map_index)),
+                    State::Pending if parent_running => requeue.push((i, u.map_index)),
+                    State::Running if u.first_poke_at.is_some() => {
+                        self.timers.push(Reverse((Instant::now(), Timer::Unit(id, i, u.map_index))));
+                    }
                     State::UpForRetry => {
                         self.timers.push(Reverse((Instant::now(), Timer::Unit(id, i, u.map_index))));
                     }
@@ -284,9 +295,14 @@ impl Scheduler {
                 }
             }
         }
+        let expanded: Vec<usize> = rs.nodes.iter().enumerate().filter(|(_, n)| n.expanded).map(|(i, _)| i).collect();
         self.runs.insert(id, rs);
         for (i, m) in requeue {
             self.queue_unit(id, i, m);
+        }
+        // A crash can fall between the last item's write and its parent's: settle parents now.
+        for i in expanded {
+            self.aggregate(id, i);
         }
         self.advance(id);
     }
@@ -766,6 +782,14 @@ impl Scheduler {
             let entry = &self.cron[&name];
             let mut due = Vec::new();
             let mut d = us_to_dt(entry.next_logical);
+            if let (Schedule::Cron(c), false) = (&entry.schedule, entry.catchup)
+                && let Ok(p1) = c.find_previous_occurrence(&now, false)
+                && let Ok(p0) = c.find_previous_occurrence(&p1, false)
+                && p0 > d
+            {
+                // Without catchup only the latest complete interval runs, however many were missed.
+                d = p0;
+            }
             let mut next_after_d = match &entry.schedule {
                 Schedule::Once => Some(d),
                 s => s.next_after(d),

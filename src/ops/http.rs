@@ -92,7 +92,12 @@ impl Op for Http {
         let req = req.body(body).map_err(|e| format!("bad request: {e}"))?;
         let mut resp = agent.run(req).map_err(|e| format!("{method} {} failed: {e}", p.url))?;
         let status = resp.status().as_u16();
-        let text = resp.body_mut().with_config().limit(1 << 20).read_to_string().unwrap_or_default();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_string()
+            .map_err(|e| format!("reading the response of {} failed (the limit is 1 MiB): {e}", p.url))?;
         ctx.log.line(&format!("status {status}, {} bytes", text.len()));
         let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
         if p.fail_on_error && status >= 400 {

@@ -269,7 +269,7 @@ fn parse_inner(yaml: &str) -> Result<(Pipeline, Vec<SpecError>), Vec<SpecError>>
         (String::new(), Pos::default())
     });
     let description = r.string(map, "description").map(|(d, _)| d).unwrap_or_default();
-    let schedule = r.string(map, "schedule").filter(|(s, _)| !s.is_empty() && s != "null" && s != "none");
+    let schedule = r.string(map, "schedule").filter(|(s, _)| !matches!(s.as_str(), "" | "~" | "null" | "none"));
     let start_date = r.string(map, "start_date");
     let catchup = r.boolean(map, "catchup", false);
     let max_active_runs = r.uint(map, "max_active_runs", 1);

@@ -88,6 +88,12 @@ pub fn validate(spec: Pipeline, ops: &Registry) -> Result<Plan, Vec<SpecError>> 
         {
             errors.push(SpecError::pos(def.pos, format!("type mismatch in param `{name}` default: {e}")));
         }
+        if def.default.is_none() && spec.schedule.is_some() {
+            errors.push(SpecError::pos(
+                def.pos,
+                format!("param `{name}` needs a default: scheduled runs have nobody to give it a value"),
+            ));
+        }
     }
 
     let mut index = HashMap::new();

@@ -72,7 +72,8 @@ async fn not_found() -> Error {
     Error::not_found("no such route; the API lives under /api/v1 (see docs/API.md)")
 }
 
-/// Framework-made errors (413 from the body limit, 405, a 408 timeout) get the same JSON shape.
+/// Framework-made errors (413 from the body limit, 405, a 408 timeout, a rejected path or query)
+/// get the same JSON shape, keeping the framework's explanation.
 async fn json_errors(resp: Response) -> Response {
     let status = resp.status();
     let is_json =
@@ -80,13 +81,18 @@ async fn json_errors(resp: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return resp;
     }
+    let text = axum::body::to_bytes(resp.into_body(), 16 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
     let (code, message) = match status {
         StatusCode::PAYLOAD_TOO_LARGE => {
             (Code::PayloadTooLarge, "the request body is too large (see body_limit in mlbox.toml)".to_string())
         }
-        StatusCode::METHOD_NOT_ALLOWED => (Code::BadRequest, "method not allowed on this route".to_string()),
-        StatusCode::REQUEST_TIMEOUT => (Code::Unavailable, "the request took too long".to_string()),
-        s => (Code::BadRequest, format!("request failed: {}", s.canonical_reason().unwrap_or("error"))),
+        StatusCode::METHOD_NOT_ALLOWED => (Code::MethodNotAllowed, "method not allowed on this route".to_string()),
+        StatusCode::REQUEST_TIMEOUT => (Code::Timeout, "the request took too long".to_string()),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (Code::BadRequest, text),
+        s if s.is_server_error() => (Code::Internal, "internal error; see the server log".to_string()),
+        _ if !text.is_empty() => (Code::BadRequest, text),
+        s => (Code::BadRequest, format!("bad request: {}", s.canonical_reason().unwrap_or("error"))),
     };
     let body = json!({"error": {"code": code.as_str(), "message": message, "details": null}});
     (status, axum::Json(body)).into_response()

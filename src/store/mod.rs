@@ -161,18 +161,6 @@ impl Store {
         }
     }
 
-    /// The async twin of [`Store::write`], for HTTP handlers.
-    pub async fn write_async<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Transaction) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(f, move |r| {
-            let _ = tx.send(r);
-        })?;
-        rx.await.map_err(|_| Error::internal("writer thread stopped"))?
-    }
-
     /// Run `f` on a pooled read-only connection (blocking; cheap for indexed queries).
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let conn = self.inner.readers.lock().map_err(Error::internal)?.pop();

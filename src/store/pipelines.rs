@@ -66,6 +66,8 @@ pub struct NewPipeline<'a> {
     pub source: &'a str,
     /// Computed by the caller for a new or re-scheduled pipeline.
     pub next_logical: Option<i64>,
+    /// The schedule, start date or catchup changed: take `next_logical` as the new start.
+    pub reschedule: bool,
 }
 
 pub fn upsert(c: &Connection, p: &NewPipeline, now: i64) -> Result<Upsert> {
@@ -85,7 +87,7 @@ pub fn upsert(c: &Connection, p: &NewPipeline, now: i64) -> Result<Upsert> {
         }
         Some((hash, _)) if hash == p.spec_hash => Ok(Upsert::Unchanged),
         Some((_, schedule)) => {
-            let reschedule = schedule.as_deref() != p.schedule;
+            let reschedule = p.reschedule || schedule.as_deref() != p.schedule;
             c.execute(
                 "UPDATE pipelines SET yaml = ?2, spec_hash = ?3, description = ?4, schedule = ?5, source = ?6, updated_at = ?7,
                  next_logical = CASE WHEN ?8 THEN ?9 ELSE next_logical END WHERE name = ?1",

@@ -222,11 +222,6 @@ pub fn set_run_state(c: &Connection, id: i64, state: &str, now: i64, error: Opti
     Ok(())
 }
 
-/// Active runs per pipeline (queued ones waiting for a slot are not counted).
-pub fn running_count(c: &Connection, pipeline: &str) -> Result<u32> {
-    Ok(c.query_row("SELECT count(*) FROM runs WHERE pipeline = ?1 AND state = 'running'", [pipeline], |r| r.get(0))?)
-}
-
 /// A task instance's state change. Fields left `None` keep their value.
 #[derive(Debug, Default, Clone)]
 pub struct TiUpdate {
@@ -319,18 +314,26 @@ pub fn add_artifact(
 /// Returns how many instances were recovered.
 pub fn recover_interrupted(c: &Connection, now: i64) -> Result<usize> {
     let msg = "the mlbox process stopped while this attempt was running";
+    // Sensors waiting between pokes (`next_try_at` set) and foreach parents (their items carry
+    // the attempts) were not in the middle of anything.
+    const INTERRUPTED: &str = "state = 'running' AND next_try_at IS NULL AND NOT (map_index = -1 AND EXISTS
+        (SELECT 1 FROM task_instances c WHERE c.run_id = task_instances.run_id AND c.task_id = task_instances.task_id AND c.map_index >= 0))";
     c.execute(
-        "UPDATE task_attempts SET state = 'failed', finished_at = ?1, error = ?2
-         WHERE state = 'running'",
+        &format!(
+            "UPDATE task_attempts SET state = 'failed', finished_at = ?1, error = ?2
+             WHERE state = 'running' AND ti_id IN (SELECT id FROM task_instances WHERE {INTERRUPTED})"
+        ),
         params![now, msg],
     )?;
     let n = c.execute(
-        "UPDATE task_instances SET
+        &format!(
+            "UPDATE task_instances SET
            state = CASE WHEN try_number < max_tries THEN 'up_for_retry' ELSE 'failed' END,
            next_try_at = CASE WHEN try_number < max_tries THEN ?1 ELSE NULL END,
            finished_at = CASE WHEN try_number < max_tries THEN NULL ELSE ?1 END,
            error = ?2
-         WHERE state = 'running'",
+         WHERE {INTERRUPTED}"
+        ),
         params![now, msg],
     )?;
     Ok(n)
