@@ -318,7 +318,7 @@ fn save_outputs(job: &Job, deps: &Deps, artifacts_dir: &std::path::Path, outputs
             .write(move |tx| {
                 let now = store::now_us();
                 for f in &files {
-                    runs::add_artifact(tx, run, &task, map, &f.name, &f.sha256, f.size as i64, now)?;
+                    runs::add_artifact(tx, run, &task, map, f, now)?;
                 }
                 Ok(())
             })

@@ -703,7 +703,7 @@ impl Scheduler {
             for u in units {
                 if u.in_flight {
                     u.stop.stop(StopReason::Cancelled);
-                } else if !u.state.is_terminal() && !(u.map_index < 0 && n.expanded) {
+                } else if !(u.state.is_terminal() || u.map_index < 0 && n.expanded) {
                     to_cancel.push((i, u.map_index));
                 }
             }

@@ -347,10 +347,7 @@ fn read_param(r: &mut Reader, node: &Node) -> Option<ParamDef> {
                         return None;
                     }
                 },
-                None => match default.as_ref().map(ParamType::infer) {
-                    Some(ty) => ty,
-                    None => return None,
-                },
+                None => default.as_ref().map(ParamType::infer)?,
             };
             Some(ParamDef { ty, default, description, pos })
         }

@@ -261,3 +261,90 @@ fn ancestors(topo: &[usize], upstream: &[Vec<usize>]) -> Vec<BTreeSet<usize>> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::ops::Registry;
+    use crate::pipeline::load;
+
+    fn errors(yaml: &str) -> Vec<String> {
+        match load("p.yaml", yaml, &Registry::builtin()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_valid_spec_gives_a_plan_in_dependency_order() {
+        let plan = load(
+            "p.yaml",
+            "name: ok\ntasks:\n  - id: c\n    op: noop\n    depends_on: [a, b]\n  - id: a\n    op: noop\n  - id: b\n    op: noop\n    depends_on: a\n",
+            &Registry::builtin(),
+        )
+        .unwrap();
+        let order: Vec<&str> = plan.topo.iter().map(|&i| plan.spec.tasks[i].id.as_str()).collect();
+        assert_eq!(order, ["a", "b", "c"]);
+        assert_eq!(plan.upstream[plan.index["c"]].len(), 2);
+        assert_eq!(plan.spec.max_active_runs, 1);
+        assert!(!plan.spec.catchup);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_file_line_and_column() {
+        let e = errors(
+            "name: p\nschedule: '*/5 * * *'\ntasks:\n  - id: a\n    op: nope\n  - id: b\n    op: noop\n    depends_on: [x]\n  - id: c\n    op: shell\n    with: {command: 'echo ${{ params.missing }}'}\n",
+        );
+        assert_eq!(e.len(), 4, "{e:#?}");
+        assert!(e[0].starts_with("p.yaml:2:11: bad cron"), "{}", e[0]);
+        assert!(e[1].starts_with("p.yaml:5:9: unknown op `nope`"), "{}", e[1]);
+        assert!(e[2].starts_with("p.yaml:8:18: unknown dependency `x`"), "{}", e[2]);
+        assert!(e[3].contains("params.missing is not declared"), "{}", e[3]);
+    }
+
+    #[test]
+    fn cycles_print_their_path() {
+        let e = errors(
+            "name: p\ntasks:\n  - id: a\n    op: noop\n    depends_on: [c]\n  - id: b\n    op: noop\n    depends_on: [a]\n  - id: c\n    op: noop\n    depends_on: [b]\n",
+        );
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].contains("dependency cycle:"), "{}", e[0]);
+        for t in ["a", "b", "c"] {
+            assert!(e[0].contains(t), "{}", e[0]);
+        }
+        let path: Vec<&str> = e[0].split("cycle: ").nth(1).unwrap().split(" → ").collect();
+        assert_eq!(path.first(), path.last(), "the path closes on itself: {path:?}");
+    }
+
+    #[test]
+    fn templates_types_and_structure_are_checked() {
+        let e = errors(
+            "name: p\nparams:\n  n: {type: int, default: x}\ntasks:\n  - id: a\n    op: shell\n    with: {command: 'echo ${{ item }}', cwd: 3}\n  - id: b\n    op: noop\n    retries: many\n    colour: red\n  - id: c\n    op: shell\n    with: {command: 'echo ${{ tasks.b.outputs.x }}'}\n",
+        );
+        let all = e.join("\n");
+        assert!(all.contains("type mismatch in param `n`"), "{all}");
+        assert!(all.contains("`cwd` must be a string"), "{all}");
+        assert!(all.contains("uses `item`, which exists only in a task with `foreach`"), "{all}");
+        assert!(all.contains("`retries` must be a whole number"), "{all}");
+        assert!(all.contains("unknown field `colour`"), "{all}");
+        assert!(all.contains("does not depend on `b`"), "{all}");
+    }
+
+    #[test]
+    fn yaml_syntax_errors_and_duplicates_have_positions() {
+        let e = errors("name: p\ntasks:\n  - id: a\n    op: noop\n   bad: [\n");
+        assert!(e[0].starts_with("p.yaml:") && e[0].contains("YAML syntax error"), "{e:?}");
+        let e = errors("name: p\nname: q\ntasks:\n  - id: a\n    op: noop\n");
+        assert!(e[0].starts_with("p.yaml:2:1: duplicate key `name`"), "{e:?}");
+        let e = errors("- just\n- a list\n");
+        assert!(e[0].contains("must be a YAML mapping"), "{e:?}");
+    }
+
+    #[test]
+    fn branch_targets_must_be_direct_downstream_tasks() {
+        let e = errors(
+            "name: p\ntasks:\n  - id: pick\n    op: branch\n    with:\n      cases: [{when: 'true', run: [x]}]\n      otherwise: y\n  - id: x\n    op: noop\n    depends_on: [pick]\n  - id: y\n    op: noop\n",
+        );
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].contains("branch `pick` picks `y`, which is not a task that depends on `pick`"), "{}", e[0]);
+    }
+}

@@ -106,8 +106,7 @@ pub async fn follow_log(
     let path = key.path(app.logs.dir());
     let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(256);
     tokio::spawn(async move {
-        let send_text =
-            |bytes: &[u8]| SseEvent::default().event("log").data(String::from_utf8_lossy(bytes).into_owned());
+        let send_text = |bytes: &[u8]| SseEvent::default().event("log").data(String::from_utf8_lossy(bytes));
         let (bytes, mut offset) = read_from(&path, 0);
         if !bytes.is_empty() && tx.send(Ok(send_text(&bytes))).await.is_err() {
             return;

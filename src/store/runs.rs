@@ -299,13 +299,13 @@ pub fn add_artifact(
     run_id: i64,
     task_id: &str,
     map_index: i64,
-    name: &str,
-    sha: &str,
-    size: i64,
+    f: &crate::artifacts::Stored,
     now: i64,
 ) -> Result<()> {
-    c.prepare_cached("INSERT INTO artifacts (run_id, task_id, map_index, name, sha256, size, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
-        .execute(params![run_id, task_id, map_index, name, sha, size, now])?;
+    c.prepare_cached(
+        "INSERT INTO artifacts (run_id, task_id, map_index, name, sha256, size, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![run_id, task_id, map_index, f.name, f.sha256, f.size as i64, now])?;
     Ok(())
 }
 
