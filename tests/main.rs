@@ -10,15 +10,22 @@ use common::*;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-const HELLO: &str = include_str!("../pipelines/hello.yaml");
+const HELLO_FILE: &str = include_str!("../pipelines/hello.yaml");
+
+/// The demo pipeline without its schedule, so only the test's own triggers create runs.
+fn hello() -> String {
+    let s = HELLO_FILE.replace("schedule: \"@daily\"\n", "");
+    assert_ne!(s, HELLO_FILE, "the demo pipeline's schedule line moved; update this helper");
+    s
+}
 
 #[test]
 fn api_runs_a_pipeline_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path());
-    let (status, v) = s.post_raw("/api/v1/pipelines", HELLO);
+    let (status, v) = s.post_raw("/api/v1/pipelines", hello());
     assert_eq!(status, 201, "{v}");
-    let (status, v) = s.post_raw("/api/v1/pipelines", HELLO);
+    let (status, v) = s.post_raw("/api/v1/pipelines", hello());
     assert_eq!((status, v["result"].as_str()), (200, Some("unchanged")));
 
     let id = s.trigger("hello", json!({"count": 1, "greeting": "hi"}));
@@ -54,7 +61,7 @@ fn api_errors_are_json_with_the_right_status() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path());
     // Unscheduled, so the only way a run could appear is one of the bad requests below.
-    s.apply(&HELLO.replace("schedule: \"@daily\"\n", ""));
+    s.apply(&hello());
     let cases: &[(&str, &str, Option<&str>, u16, &str)] = &[
         ("GET", "/api/v1/pipelines/nope", None, 404, "no pipeline named `nope`"),
         ("GET", "/api/v1/runs/999", None, 404, "no run 999"),
