@@ -198,7 +198,11 @@ pub fn init_tracing(cli: &Cli) {
     let default = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MLBOX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match cli.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -257,7 +261,17 @@ fn serve(config: Config) -> anyhow::Result<ExitCode> {
         format!("cannot listen on {} (is another program using it? pick one with --addr)", config.addr)
     })?;
     let addr = listener.local_addr()?;
-    app.publish(&addr.to_string(), "serve")?;
+    // Other mlbox commands on this machine connect to what we publish: a wildcard address
+    // (0.0.0.0 or ::) is reachable on loopback.
+    let mut reachable = addr;
+    if addr.ip().is_unspecified() {
+        reachable.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    app.publish(&reachable.to_string(), "serve")?;
     tracing::info!(%addr, data_dir = %data_dir.display(), slots = config.slots, "mlbox is listening");
     eprintln!("mlbox {} listening on http://{addr} (data dir {})", env!("CARGO_PKG_VERSION"), data_dir.display());
     let router = crate::server::router(app.clone());
