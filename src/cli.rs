@@ -128,6 +128,12 @@ pub enum RunsCmd {
         pipeline: Option<String>,
         #[arg(long)]
         state: Option<String>,
+        /// Only runs created at or after this time (YYYY-MM-DD or RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only runs created before this time.
+        #[arg(long)]
+        until: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: u32,
         /// Show runs older than this run id (from a previous page).
@@ -462,6 +468,16 @@ fn trigger(c: &Client, name: &str, params: &[String], logical_date: Option<&str>
     r["run_id"].as_i64().ok_or_else(|| anyhow!("the server did not return a run id"))
 }
 
+/// Percent-encode a query value (RFC 3339 times carry `+` and `:`).
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn fmt_us(us: Option<i64>) -> String {
     us.and_then(chrono::DateTime::from_timestamp_micros)
         .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
@@ -542,8 +558,14 @@ fn follow_run(c: &Client, id: i64) -> anyhow::Result<ExitCode> {
 fn runs(cmd: &RunsCmd, conn: &Connection) -> anyhow::Result<ExitCode> {
     let c = &conn.client;
     match cmd {
-        RunsCmd::List { pipeline, state, limit, cursor, json } => {
+        RunsCmd::List { pipeline, state, since, until, limit, cursor, json } => {
             let mut q = vec![format!("limit={limit}")];
+            if let Some(s) = since {
+                q.push(format!("since={}", encode(s)));
+            }
+            if let Some(u) = until {
+                q.push(format!("until={}", encode(u)));
+            }
             if let Some(p) = pipeline {
                 q.push(format!("pipeline={p}"));
             }

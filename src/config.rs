@@ -84,3 +84,39 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mlbox.toml");
+        std::fs::write(&file, "addr = \"127.0.0.1:9999\"\ndata_dir = \"/tmp/from-file\"\ngrace = \"5s\"\n").unwrap();
+        let o = Overrides { config: Some(file.clone()), data_dir: Some("/tmp/from-flag".into()), ..Default::default() };
+        let c = Config::resolve(&o).unwrap();
+        assert_eq!(c.addr.to_string(), "127.0.0.1:9999", "the file's value when no flag is given");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/from-flag"), "a flag (or MLBOX_* env, via clap) wins");
+        assert_eq!(c.grace, Duration::from_secs(5));
+        let c = Config::resolve(&Overrides { config: Some(file.clone()), ..Default::default() }).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/from-file"));
+        assert_eq!(c.body_limit, 2 * 1024 * 1024, "defaults fill the rest");
+    }
+
+    #[test]
+    fn bad_settings_say_what_to_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mlbox.toml");
+        std::fs::write(&file, "adr = \"x\"\n").unwrap();
+        let e = Config::resolve(&Overrides { config: Some(file), ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains("unknown field `adr`"), "{e}");
+        let e = Config::resolve(&Overrides { addr: Some("localhost".into()), ..Default::default() })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not an address"), "{e}");
+        let e =
+            Config::resolve(&Overrides { grace: Some("soon".into()), ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains("not a duration"), "{e}");
+    }
+}

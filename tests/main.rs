@@ -537,3 +537,22 @@ fn scheduled_pipelines_need_param_defaults_and_framework_errors_are_json() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 405);
 }
+
+#[test]
+fn env_beats_mlbox_toml_for_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mlbox.toml"), "data_dir = \"from-toml\"\n").unwrap();
+    let run = |env: Option<&str>| {
+        let mut c = std::process::Command::new(BIN);
+        c.args(["runs", "list"]).current_dir(dir.path()).env_remove("MLBOX_DATA_DIR");
+        if let Some(e) = env {
+            c.env("MLBOX_DATA_DIR", e);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(None);
+    assert!(dir.path().join("from-toml/mlbox.db").exists(), "mlbox.toml names the data dir");
+    run(Some("from-env"));
+    assert!(dir.path().join("from-env/mlbox.db").exists(), "MLBOX_DATA_DIR beats mlbox.toml");
+}
