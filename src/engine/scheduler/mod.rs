@@ -2,6 +2,10 @@
 //! rules, keeps one timer heap (retries, sensor pokes, cron ticks), and starts queued runs within
 //! `max_active_runs`. It sleeps until a message or the next timer: no polling loop.
 
+mod cron;
+mod foreach;
+mod stop;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::{Arc, mpsc};
@@ -15,12 +19,10 @@ use super::executor::{Executor, Job, Report};
 use super::state::{Decision, State, decide};
 use super::{Deps, Event, Msg};
 use crate::error::Result;
-use crate::ops::{StopReason, StopSignal};
-use crate::pipeline::schedule::Schedule;
-use crate::pipeline::spec::Foreach;
+use crate::ops::StopSignal;
 use crate::pipeline::template::Context;
 use crate::pipeline::{self, Plan};
-use crate::store::{self, pipelines, runs};
+use crate::store::{self, runs};
 
 struct Unit {
     ti: i64,
@@ -81,12 +83,6 @@ enum Timer {
     Cron,
 }
 
-struct CronEntry {
-    schedule: Schedule,
-    next_logical: i64,
-    catchup: bool,
-}
-
 pub(crate) struct Scheduler {
     deps: Deps,
     rx: mpsc::Receiver<Msg>,
@@ -97,7 +93,7 @@ pub(crate) struct Scheduler {
     waiting: HashMap<String, VecDeque<i64>>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     plans: HashMap<String, Arc<Plan>>,
-    cron: HashMap<String, CronEntry>,
+    cron: HashMap<String, cron::CronEntry>,
     draining: Option<Instant>,
 }
 
@@ -410,111 +406,6 @@ impl Scheduler {
         self.maybe_finish(run_id);
     }
 
-    fn start_task(&mut self, run_id: i64, idx: usize) {
-        let Some(run) = self.runs.get(&run_id) else {
-            return;
-        };
-        let task = &run.plan.spec.tasks[idx];
-        let Some((foreach, _)) = &task.foreach else {
-            self.queue_unit(run_id, idx, -1);
-            return;
-        };
-        let node = &run.nodes[idx];
-        if !node.expanded {
-            let items = match foreach {
-                Foreach::List(items) => run.ctx.render(&Value::Array(items.clone())),
-                Foreach::Template(t) => run.ctx.render(&Value::String(t.clone())),
-            };
-            let items = match items {
-                Ok(Value::Array(a)) => a,
-                Ok(other) => {
-                    let msg = format!("foreach must give a list, got {}", other);
-                    self.set_unit(run_id, idx, -1, State::Failed, None, Some(msg));
-                    return;
-                }
-                Err(e) => {
-                    self.set_unit(run_id, idx, -1, State::Failed, None, Some(format!("foreach: {e}")));
-                    return;
-                }
-            };
-            if items.is_empty() {
-                self.set_unit(run_id, idx, -1, State::Success, Some(json!({"results": []})), None);
-                return;
-            }
-            let (task_id, max_tries, ti) = (task.id.clone(), task.retries + 1, node.main.ti);
-            let its = items.clone();
-            let now = store::now_us();
-            let ids = self.deps.store.write(move |tx| {
-                runs::update_ti(
-                    tx,
-                    ti,
-                    &runs::TiUpdate { state: "running", started_at: Some(now), ..Default::default() },
-                )?;
-                runs::expand(tx, run_id, &task_id, &its, max_tries)
-            });
-            let ids = match ids {
-                Ok(ids) => ids,
-                Err(e) => {
-                    self.set_unit(
-                        run_id,
-                        idx,
-                        -1,
-                        State::Failed,
-                        None,
-                        Some(format!("cannot record foreach items: {e}")),
-                    );
-                    return;
-                }
-            };
-            let Some(run) = self.runs.get_mut(&run_id) else {
-                return;
-            };
-            let node = &mut run.nodes[idx];
-            node.expanded = true;
-            node.main.state = State::Running;
-            node.items = ids
-                .into_iter()
-                .zip(items)
-                .enumerate()
-                .map(|(i, (ti, item))| Unit {
-                    ti,
-                    map_index: i as i64,
-                    state: State::Pending,
-                    try_number: 0,
-                    max_tries,
-                    outputs: None,
-                    item: Some(item),
-                    in_flight: false,
-                    stop: StopSignal::default(),
-                    first_poke_at: None,
-                })
-                .collect();
-        } else {
-            let ti = node.main.ti;
-            let now = store::now_us();
-            self.deps.store.write_nowait(move |tx| {
-                runs::update_ti(
-                    tx,
-                    ti,
-                    &runs::TiUpdate { state: "running", started_at: Some(now), ..Default::default() },
-                )
-            });
-            if let Some(run) = self.runs.get_mut(&run_id) {
-                run.nodes[idx].main.state = State::Running;
-            }
-        }
-        let pending: Vec<i64> = self.runs[&run_id].nodes[idx]
-            .items
-            .iter()
-            .filter(|u| u.state == State::Pending)
-            .map(|u| u.map_index)
-            .collect();
-        for m in pending {
-            self.queue_unit(run_id, idx, m);
-        }
-        self.aggregate(run_id, idx);
-    }
-
     fn queue_unit(&mut self, run_id: i64, idx: usize, map_index: i64) {
         let ops = self.deps.ops.clone();
         let Some(run) = self.runs.get_mut(&run_id) else {
@@ -615,30 +506,6 @@ impl Scheduler {
         self.advance(run_id);
     }
 
-    /// A foreach task is done when all its items are: success if every item succeeded, with
-    /// the items' outputs as `results`.
-    fn aggregate(&mut self, run_id: i64, idx: usize) {
-        let Some(run) = self.runs.get(&run_id) else {
-            return;
-        };
-        let node = &run.nodes[idx];
-        if !node.expanded || node.main.state.is_terminal() || !node.items.iter().all(|u| u.state.is_terminal()) {
-            return;
-        }
-        let state = if node.items.iter().all(|u| u.state == State::Success) {
-            State::Success
-        } else if node.items.iter().any(|u| u.state == State::Cancelled) {
-            State::Cancelled
-        } else {
-            State::Failed
-        };
-        let results: Vec<Value> = node.items.iter().map(|u| u.outputs.clone().unwrap_or(Value::Null)).collect();
-        let failed = node.items.iter().filter(|u| u.state != State::Success).count();
-        let error =
-            (state != State::Success).then(|| format!("{failed} of {} items did not succeed", node.items.len()));
-        self.set_unit(run_id, idx, -1, state, Some(json!({ "results": results })), error);
-    }
-
     fn maybe_finish(&mut self, run_id: i64) {
         let Some(run) = self.runs.get(&run_id) else {
             return;
@@ -678,48 +545,6 @@ impl Scheduler {
         }
     }
 
-    fn cancel(&mut self, run_id: i64) {
-        for q in self.waiting.values_mut() {
-            q.retain(|&id| id != run_id);
-        }
-        let Some(run) = self.runs.get_mut(&run_id) else {
-            // Not active here (queued behind max_active_runs, or left by an old process).
-            let now = store::now_us();
-            let done = self.deps.store.write(move |tx| {
-                tx.execute("UPDATE task_instances SET state = 'cancelled', finished_at = ?2 WHERE run_id = ?1 AND state NOT IN ('success', 'failed', 'skipped', 'upstream_failed', 'cancelled')", rusqlite::params![run_id, now])?;
-                let n = tx.execute("UPDATE runs SET state = 'cancelled', finished_at = ?2 WHERE id = ?1 AND state IN ('queued', 'running')", rusqlite::params![run_id, now])?;
-                let pipeline: Option<String> = tx.query_row("SELECT pipeline FROM runs WHERE id = ?1", [run_id], |r| r.get(0)).ok();
-                Ok((n, pipeline))
-            });
-            if let Ok((1, Some(p))) = done {
-                self.emit_run(run_id, &p, "cancelled", None);
-            }
-            return;
-        };
-        run.cancelling = true;
-        let mut to_cancel = Vec::new();
-        for (i, n) in run.nodes.iter().enumerate() {
-            let units = std::iter::once(&n.main).chain(n.items.iter());
-            for u in units {
-                if u.in_flight {
-                    u.stop.stop(StopReason::Cancelled);
-                } else if !(u.state.is_terminal() || u.map_index < 0 && n.expanded) {
-                    to_cancel.push((i, u.map_index));
-                }
-            }
-        }
-        for (i, m) in to_cancel {
-            self.set_unit(run_id, i, m, State::Cancelled, None, Some("cancelled".into()));
-            if m >= 0 {
-                self.aggregate(run_id, i);
-            }
-        }
-        for i in 0..self.runs.get(&run_id).map_or(0, |r| r.nodes.len()) {
-            self.aggregate(run_id, i);
-        }
-        self.maybe_finish(run_id);
-    }
-
     fn fire_timers(&mut self) {
         let now = Instant::now();
         while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
@@ -744,182 +569,5 @@ impl Scheduler {
                 }
             }
         }
-    }
-
-    // ---- schedules --------------------------------------------------------------------------
-
-    fn reload_cron(&mut self) {
-        if !self.deps.cron {
-            return;
-        }
-        let rows = match self.deps.store.read(pipelines::list) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "Cannot load pipelines for scheduling");
-                return;
-            }
-        };
-        self.cron.clear();
-        for p in rows {
-            let (Some(sched), Some(next), false) = (&p.schedule, p.next_logical, p.paused) else {
-                continue;
-            };
-            let Ok(schedule) = Schedule::parse(sched) else {
-                continue;
-            };
-            let catchup = self.plan_for(&p.yaml, &p.spec_hash).map(|pl| pl.spec.catchup).unwrap_or(false);
-            self.cron.insert(p.name.clone(), CronEntry { schedule, next_logical: next, catchup });
-        }
-        self.cron_tick();
-    }
-
-    /// Create the runs whose intervals have ended, then arm the timer for the next one.
-    fn cron_tick(&mut self) {
-        let now = Utc::now();
-        let names: Vec<String> = self.cron.keys().cloned().collect();
-        let mut next_fire: Option<DateTime<Utc>> = None;
-        for name in names {
-            let entry = &self.cron[&name];
-            let mut due = Vec::new();
-            let mut d = us_to_dt(entry.next_logical);
-            if let (Schedule::Cron(c), false) = (&entry.schedule, entry.catchup)
-                && let Ok(p1) = c.find_previous_occurrence(&now, false)
-                && let Ok(p0) = c.find_previous_occurrence(&p1, false)
-                && p0 > d
-            {
-                // Without catchup only the latest complete interval runs, however many were missed.
-                d = p0;
-            }
-            let mut next_after_d = match &entry.schedule {
-                Schedule::Once => Some(d),
-                s => s.next_after(d),
-            };
-            while let Some(end) = next_after_d {
-                if end > now || due.len() >= 1000 {
-                    break;
-                }
-                due.push(d);
-                d = end;
-                next_after_d = match &entry.schedule {
-                    Schedule::Once => None,
-                    s => s.next_after(d),
-                };
-            }
-            if !entry.catchup && due.len() > 1 {
-                due.drain(..due.len() - 1);
-            }
-            let finished = matches!(entry.schedule, Schedule::Once) && next_after_d.is_none();
-            if !due.is_empty() {
-                self.create_scheduled(&name, &due);
-                let new_next = (!finished).then_some(d.timestamp_micros());
-                let n = name.clone();
-                let _ = self.deps.store.write(move |tx| pipelines::set_next_logical(tx, &n, new_next));
-                match new_next {
-                    Some(v) => {
-                        if let Some(e) = self.cron.get_mut(&name) {
-                            e.next_logical = v;
-                        }
-                    }
-                    None => {
-                        self.cron.remove(&name);
-                        continue;
-                    }
-                }
-            }
-            if let Some(end) = next_after_d {
-                next_fire = Some(next_fire.map_or(end, |f| f.min(end)));
-            }
-        }
-        self.timers.retain(|Reverse((_, t))| *t != Timer::Cron);
-        if let Some(at) = next_fire {
-            let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-            self.timers.push(Reverse((Instant::now() + wait, Timer::Cron)));
-        }
-    }
-
-    fn create_scheduled(&mut self, name: &str, dates: &[DateTime<Utc>]) {
-        let row = match self.deps.store.read(|c| pipelines::get(c, name)) {
-            Ok(Some(r)) => r,
-            _ => return,
-        };
-        let Ok(plan) = self.plan_for(&row.yaml, &row.spec_hash) else {
-            return;
-        };
-        let params = match pipeline::params::resolve(&plan.spec.params, &BTreeMap::new()) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(pipeline = name, error = %e, "Cannot schedule a run");
-                return;
-            }
-        };
-        for d in dates {
-            match super::create_run(
-                &self.deps.store,
-                &plan,
-                &row.yaml,
-                "schedule",
-                d.timestamp_micros(),
-                params.clone(),
-            ) {
-                Ok(Some(id)) => {
-                    tracing::info!(pipeline = name, run = id, logical_date = %d, "Scheduled run created");
-                    self.emit_run(id, name, "queued", None);
-                    self.start_run(id);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(pipeline = name, error = %e, "Cannot create a scheduled run")
-                }
-            }
-        }
-    }
-
-    // ---- shutdown ---------------------------------------------------------------------------
-
-    fn shutdown(&mut self, grace: Duration) -> bool {
-        let deadline = Instant::now() + grace;
-        self.draining = Some(deadline);
-        let dropped = self.executor.close();
-        for job in dropped {
-            // Never started: it stays queued (or poking) in the store and runs after a restart.
-            if let Some(run) = self.runs.get_mut(&job.run_id) {
-                let n = &mut run.nodes[job.task_idx];
-                let u = if job.map_index < 0 { &mut n.main } else { &mut n.items[job.map_index as usize] };
-                u.in_flight = false;
-            }
-        }
-        let in_flight = |s: &Scheduler| {
-            s.runs.values().any(|r| r.nodes.iter().any(|n| n.main.in_flight || n.items.iter().any(|u| u.in_flight)))
-        };
-        if in_flight(self) {
-            tracing::info!(grace_s = grace.as_secs_f64(), "Waiting for running tasks to finish");
-        }
-        let mut stopped = false;
-        while in_flight(self) {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            if wait.is_zero() && !stopped {
-                tracing::warn!("Grace period over: stopping the tasks still running");
-                for r in self.runs.values() {
-                    for n in &r.nodes {
-                        for u in std::iter::once(&n.main).chain(n.items.iter()).filter(|u| u.in_flight) {
-                            u.stop.stop(StopReason::Shutdown);
-                        }
-                    }
-                }
-                stopped = true;
-            }
-            match self.rx.recv_timeout(if stopped {
-                Duration::from_secs(30)
-            } else {
-                wait.max(Duration::from_millis(1))
-            }) {
-                Ok(Msg::Report(r)) => self.on_report(r),
-                Ok(_) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) if stopped => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        true
     }
 }

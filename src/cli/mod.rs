@@ -1,0 +1,313 @@
+//! The command line. `serve` runs the server; every other command talks HTTP to the process that
+//! owns the data dir: a running server (found through the data dir lock, or `--server URL`), or
+//! one this command starts in-process for its own duration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use crate::client::Client;
+use crate::config::{Config, Overrides};
+
+/// `println!` that ends the program quietly when stdout is closed (`mlbox runs list | head`).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+/// `print!` with the same behaviour.
+macro_rules! say_raw {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout();
+        if write!(out, $($t)*).and_then(|_| out.flush()).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+mod commands;
+mod connect;
+mod serve;
+
+use commands::{follow_run, pipelines, runs};
+use connect::Connection;
+
+#[derive(Parser, Debug)]
+#[command(name = "mlbox", version, about = "One binary ML platform: pipelines, scheduler, executor and API", long_about = None)]
+pub struct Cli {
+    /// Where mlbox keeps its database, artifacts and logs.
+    #[arg(long, global = true, env = "MLBOX_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Talk to this running server instead of the data dir (e.g. http://127.0.0.1:8080).
+    #[arg(long, global = true, env = "MLBOX_SERVER")]
+    pub server: Option<String>,
+    /// Config file (default: ./mlbox.toml if present).
+    #[arg(long, global = true, env = "MLBOX_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "MLBOX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start the HTTP API, the scheduler and the executor.
+    Serve(ServeArgs),
+    /// Run one pipeline file now, printing progress; exits 0 if the run succeeded.
+    Run {
+        file: PathBuf,
+        /// A param as name=value (repeatable).
+        #[arg(long = "param", short = 'p')]
+        params: Vec<String>,
+        /// The run's logical date (default: now).
+        #[arg(long)]
+        logical_date: Option<String>,
+    },
+    /// Check pipeline files; prints every error with file:line:column.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Inspect and control runs.
+    Runs {
+        #[command(subcommand)]
+        cmd: RunsCmd,
+    },
+    /// Inspect and control pipelines.
+    Pipelines {
+        #[command(subcommand)]
+        cmd: PipelinesCmd,
+    },
+    /// Create runs for every schedule interval between two dates.
+    Backfill {
+        name: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// With a server: wait for the runs to finish.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "MLBOX_ADDR")]
+    pub addr: Option<String>,
+    /// Directory of pipeline YAML files to load at start (default: ./pipelines if present).
+    #[arg(long, env = "MLBOX_PIPELINES")]
+    pub pipelines: Option<PathBuf>,
+    /// Executor slots (default: number of cores).
+    #[arg(long, env = "MLBOX_SLOTS")]
+    pub slots: Option<usize>,
+    /// How long running tasks get to finish on Ctrl-C.
+    #[arg(long, env = "MLBOX_GRACE")]
+    pub grace: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunsCmd {
+    /// List runs, newest first.
+    List {
+        #[arg(long)]
+        pipeline: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        /// Only runs created at or after this time (YYYY-MM-DD or RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only runs created before this time.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Show runs older than this run id (from a previous page).
+        #[arg(long)]
+        cursor: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run and its tasks.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a task's log.
+    Logs {
+        id: i64,
+        task: String,
+        #[arg(long)]
+        map_index: Option<i64>,
+        #[arg(long = "try")]
+        try_number: Option<u32>,
+        /// Keep printing as the task writes.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Cancel a queued or running run.
+    Cancel { id: i64 },
+    /// Re-run the failed and not-run tasks of a finished run.
+    Resume {
+        id: i64,
+        /// With a server: wait for the run to finish.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PipelinesCmd {
+    /// List registered pipelines.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create or update pipelines from YAML files.
+    Apply {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Start a run of a registered pipeline.
+    Trigger {
+        name: String,
+        #[arg(long = "param", short = 'p')]
+        params: Vec<String>,
+        #[arg(long)]
+        logical_date: Option<String>,
+        /// With a server: wait for the run to finish.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop scheduling a pipeline.
+    Pause { name: String },
+    /// Resume scheduling a pipeline.
+    Unpause { name: String },
+}
+
+pub fn init_tracing(cli: &Cli) {
+    let default = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MLBOX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match cli.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn overrides(cli: &Cli) -> Overrides {
+    let mut o = Overrides { config: cli.config.clone(), data_dir: cli.data_dir.clone(), ..Default::default() };
+    if let Command::Serve(s) = &cli.command {
+        o.addr = s.addr.clone();
+        o.pipelines = s.pipelines.clone();
+        o.slots = s.slots;
+        o.grace = s.grace.clone();
+    }
+    o
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::resolve(&overrides(&cli))?;
+    match &cli.command {
+        Command::Serve(_) => serve::serve(config),
+        Command::Validate { files } => validate(files),
+        _ => {
+            let conn = Connection::open(&cli, config)?;
+            let out = command(&cli.command, &conn);
+            conn.close();
+            out
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let ops = crate::ops::Registry::builtin();
+    let mut ok = true;
+    for f in files {
+        let yaml = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        match crate::pipeline::load(&f.display().to_string(), &yaml, &ops) {
+            Ok(plan) => {
+                say!("{}: ok (pipeline `{}`, {} tasks)", f.display(), plan.spec.name, plan.spec.tasks.len())
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ok = false;
+            }
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+fn command(cmd: &Command, conn: &Connection) -> anyhow::Result<ExitCode> {
+    let c = &conn.client;
+    match cmd {
+        Command::Serve(_) | Command::Validate { .. } => unreachable!("handled before connecting"),
+        Command::Run { file, params, logical_date } => {
+            let yaml = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let saved = c.post_text("/api/v1/pipelines", &yaml).map_err(|e| spec_error(file, e))?;
+            let name = saved["name"].as_str().unwrap_or_default().to_string();
+            let id = trigger(c, &name, params, logical_date.as_deref())?;
+            say!("run {id} of `{name}` started");
+            follow_run(c, id)
+        }
+        Command::Runs { cmd } => runs(cmd, conn),
+        Command::Pipelines { cmd } => pipelines(cmd, conn),
+        Command::Backfill { name, from, to, wait } => {
+            let r = c.post(&format!("/api/v1/pipelines/{name}/backfill"), &json!({"from": from, "to": to}))?;
+            let ids: Vec<i64> = r["run_ids"].as_array().into_iter().flatten().filter_map(Value::as_i64).collect();
+            say!("created {} runs: {}", ids.len(), ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", "));
+            let mut ok = true;
+            if conn.must_wait(*wait) {
+                for id in ids {
+                    ok &= follow_run(c, id)? == ExitCode::SUCCESS;
+                }
+            }
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    }
+}
+
+fn spec_error(file: &std::path::Path, e: anyhow::Error) -> anyhow::Error {
+    anyhow!("{}", format!("{e:#}").replace("request body", &file.display().to_string()))
+}
+
+fn trigger(c: &Client, name: &str, params: &[String], logical_date: Option<&str>) -> anyhow::Result<i64> {
+    let params = crate::pipeline::params::parse_pairs(params).map_err(|e| anyhow!(e))?;
+    let mut body = json!({ "params": params });
+    if let Some(d) = logical_date {
+        body["logical_date"] = json!(d);
+    }
+    let r = c.post(&format!("/api/v1/pipelines/{name}/trigger"), &body)?;
+    r["run_id"].as_i64().ok_or_else(|| anyhow!("the server did not return a run id"))
+}
