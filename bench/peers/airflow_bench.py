@@ -4,10 +4,11 @@ AIRFLOW_HOME is a fresh temp dir with the default SQLite metadata DB; `airflow d
 runs before any timing, and one warm-up dag.test() per shape is not counted.
 Rerun: bash bench/peers/run_peers.sh --only airflow   (or: <venv>/bin/python airflow_bench.py --runs 5)
 """
-import os, shutil, subprocess, sys, tempfile
+import atexit, os, shutil, subprocess, sys, tempfile
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, here)
 home = tempfile.mkdtemp(prefix="airflow-home-")
+atexit.register(shutil.rmtree, home, ignore_errors=True)
 dags = os.path.join(home, "dags")
 os.makedirs(dags)
 shutil.copy(os.path.join(here, "airflow_dags.py"), dags)

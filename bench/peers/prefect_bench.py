@@ -4,9 +4,10 @@ PREFECT_HOME is a fresh temp dir, so Prefect starts its local ephemeral server o
 the first (warm-up) run of each shape pays server/DB startup and is not counted.
 Rerun: bash bench/peers/run_peers.sh --only prefect   (or: <venv>/bin/python prefect_bench.py --runs 5)
 """
-import os, sys, tempfile
+import atexit, os, shutil, sys, tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-home-")
+atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.pop("PREFECT_API_URL", None)
 from _common import N_TASKS, parse_args, run_all

@@ -38,7 +38,7 @@ install() {  # install PEER: venv + pinned package, skipped when already done
   [ -f "$stamp" ] && return 0
   echo "installing ${PKG[$peer]} into $venv (log: $LOGS/$peer-install.log)" >&2
   rm -rf "$venv" && python3 -m venv "$venv" &&
-    timeout 900 "$venv/bin/pip" install --disable-pip-version-check \
+    timeout -k 30 900 "$venv/bin/pip" install --disable-pip-version-check \
       -c "$HERE/constraints-$peer.txt" "${PKG[$peer]}" >"$LOGS/$peer-install.log" 2>&1 &&
     touch "$stamp"
 }
@@ -50,7 +50,7 @@ for peer in dagster prefect airflow; do
     continue
   fi
   echo "running $peer (log: $LOGS/$peer-run.log)" >&2
-  out="$(timeout "${BENCH_PEER_TIMEOUT:-3600}" "$ROOT/$peer/bin/python" "$HERE/${peer}_bench.py" \
+  out="$(timeout -k 30 "${BENCH_PEER_TIMEOUT:-3600}" "$ROOT/$peer/bin/python" "$HERE/${peer}_bench.py" \
            --runs "$RUNS" --pause "$PAUSE" 2>"$LOGS/$peer-run.log" | tee "$LOGS/$peer-stdout.log" | grep '^{"peer"')"
   rc=$?
   [ -n "$out" ] && echo "$out"
