@@ -194,7 +194,8 @@ fn run_job(job: Job, deps: &Deps, events: &broadcast::Sender<Event>) -> Report {
     // Cancelled while it waited in the queue: never start it.
     if job.stop.reason() == Some(StopReason::Cancelled) {
         report.state = State::Cancelled;
-        report.try_number = job.try_number.saturating_sub(1);
+        // The try was counted when it was queued; a poke never counts one.
+        report.try_number = if job.poke { job.try_number } else { job.try_number.saturating_sub(1) };
         let ti = job.ti;
         let _ = deps.store.write(move |tx| {
             runs::update_ti(
