@@ -556,3 +556,26 @@ fn env_beats_mlbox_toml_for_the_cli() {
     run(Some("from-env"));
     assert!(dir.path().join("from-env/mlbox.db").exists(), "MLBOX_DATA_DIR beats mlbox.toml");
 }
+
+#[test]
+fn tasks_still_running_after_the_grace_period_are_requeued_not_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start_with(dir.path(), &["--grace", "300ms"]);
+    let marker = dir.path().join("once");
+    s.apply(&format!(
+        "name: long\ntasks:\n  - id: nap\n    op: shell\n    with: {{command: 'if [ -f {m} ]; then exit 0; fi; touch {m}; sleep 30'}}\n",
+        m = marker.display()
+    ));
+    let id = s.trigger("long", json!({}));
+    wait_for(30, "nap to start", || marker.exists().then_some(()));
+    let t = std::time::Instant::now();
+    assert!(s.interrupt().success());
+    assert!(t.elapsed() < Duration::from_secs(15), "shutdown waited for the task instead of stopping it");
+    let s = TestServer::start(dir.path());
+    let run = s.wait_run(id, 60);
+    assert_eq!(run["run"]["state"], "success", "{run}");
+    let nap = task(&run, "nap");
+    assert_eq!(nap["attempts"][0]["state"], "interrupted", "{nap}");
+    assert_eq!(nap["attempts"][1]["state"], "success");
+    assert_eq!(nap["max_tries"], 2, "the interrupted attempt was given back");
+}

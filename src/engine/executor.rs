@@ -338,7 +338,7 @@ fn finish(
 ) -> Report {
     let now = store::now_us();
     let ms = started.elapsed().as_secs_f64() * 1000.0;
-    let (ti, try_number) = (job.ti, job.try_number);
+    let (ti, try_number, max_tries) = (job.ti, job.try_number, job.max_tries);
     match result {
         Ok((_, _, Some(after))) => {
             report.state = State::Running;
@@ -394,8 +394,8 @@ fn finish(
             deps.store.write_nowait(move |tx| {
                 let update = runs::TiUpdate {
                     state: state.as_str(),
-                    // An interrupted attempt does not count against the task's tries.
-                    try_number: (state == State::Queued).then(|| try_number.saturating_sub(1)),
+                    // An interrupted attempt keeps its record but not its cost: one more try.
+                    max_tries: (state == State::Queued).then_some(max_tries + 1),
                     finished_at: state.is_terminal().then_some(now),
                     next_try_at,
                     error: Some(err.clone()),
