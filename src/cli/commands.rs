@@ -133,7 +133,7 @@ pub(super) fn runs(cmd: &RunsCmd, conn: &Connection) -> anyhow::Result<ExitCode>
             for run in r["runs"].as_array().into_iter().flatten() {
                 say!(
                     "{:<6} {:<24} {:<10} {:<9} {:<20} {:>10}",
-                    run["id"],
+                    run["id"].as_i64().unwrap_or(0),
                     run["pipeline"].as_str().unwrap_or(""),
                     run["state"].as_str().unwrap_or(""),
                     run["trigger"].as_str().unwrap_or(""),
@@ -179,7 +179,7 @@ pub(super) fn runs(cmd: &RunsCmd, conn: &Connection) -> anyhow::Result<ExitCode>
                     "{:<24} {:<16} {:>4} {:>10}  {}",
                     name,
                     t["state"].as_str().unwrap_or(""),
-                    t["try_number"],
+                    t["try_number"].as_u64().unwrap_or(0),
                     duration(t),
                     extra
                 );
