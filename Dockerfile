@@ -30,21 +30,21 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --target x86_64-unknown-linux-musl --bin mlbox \
- && cp target/x86_64-unknown-linux-musl/release/mlbox /mlbox
+ && cp target/x86_64-unknown-linux-musl/release/mlbox /mlbox \
+ && mkdir /empty
 
 # ---- runtime -----------------------------------------------------------------------------------
-# Why busybox and not scratch or distroless/static: the `shell` op runs `sh -c COMMAND`, so the
-# image needs /bin/sh (and a few basic tools for simple tasks). busybox:musl is ~1.5 MB and has
-# both. HTTPS needs no CA bundle: mlbox ships its roots (webpki-roots). For tasks that need more
-# (python, curl, git), build FROM this image's binary onto a fuller base such as debian:bookworm-slim.
-FROM busybox:1.36-musl
+# Distroless, in its `debug-nonroot` flavour: no package manager, runs as uid 65532, and carries
+# busybox under /busybox (on PATH). The `shell` op runs `sh -c COMMAND`, so a plain static image
+# with no shell at all would break every shell task. For tasks that need more (python, curl, git),
+# copy /mlbox onto a fuller base such as debian:bookworm-slim.
+FROM gcr.io/distroless/static-debian12:debug-nonroot
 
 COPY --from=build /mlbox /mlbox
 # Example pipelines. Mount your own directory over /pipelines to replace them.
 COPY pipelines /pipelines
-
 # The data dir must belong to the runtime user; a new named volume copies this ownership.
-RUN mkdir -p /data && chown 65532:65532 /data
+COPY --from=build --chown=65532:65532 /empty /data
 
 USER 65532:65532
 # Tasks run here unless they set `cwd`; an mlbox.toml placed in /data is read at start.
@@ -57,7 +57,7 @@ ENV MLBOX_DATA_DIR=/data \
 VOLUME /data
 EXPOSE 8080
 
-# Uses busybox wget; change the port here if you change MLBOX_ADDR.
+# busybox wget (on PATH in the debug image); change the port here if you change MLBOX_ADDR.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
   CMD ["wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/readyz"]
 
