@@ -579,3 +579,77 @@ fn tasks_still_running_after_the_grace_period_are_requeued_not_failed() {
     assert_eq!(nap["attempts"][1]["state"], "success");
     assert_eq!(nap["max_tries"], 2, "the interrupted attempt was given back");
 }
+
+#[test]
+fn cancel_lands_during_a_slow_sensor_poke_and_on_tasks_waiting_for_a_slot() {
+    // A local TCP server that answers each request only after 1.5 s: the sensor's poke is in
+    // flight when the cancel arrives.
+    let slow = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let slow_addr = slow.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in slow.incoming().flatten().take(20) {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut conn = conn;
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf);
+                std::thread::sleep(Duration::from_millis(1500));
+                let _ = conn.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n");
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start_with(dir.path(), &["--slots", "1"]);
+    s.apply(&format!("name: slowpoke\ntasks:\n  - id: wait\n    op: sensor\n    with: {{http: 'http://{slow_addr}/', poke_interval: 100ms}}\n"));
+    let id = s.trigger("slowpoke", json!({}));
+    wait_for(20, "the first poke", || {
+        let (_, v) = s.get(&format!("/api/v1/runs/{id}"));
+        (task(&v, "wait")["try_number"] == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.post_json(&format!("/api/v1/runs/{id}/cancel"), &json!({})).0, 200);
+    let run = s.wait_run(id, 15);
+    assert_eq!(run["run"]["state"], "cancelled", "{run}");
+    let wait = task(&run, "wait");
+    assert_eq!(wait["state"], "cancelled");
+    assert_ne!(wait["attempts"][0]["state"], "running", "no attempt is left open: {wait}");
+
+    // With one slot busy, a second run's task waits in the executor queue; cancelling that run
+    // must not wait for the slot.
+    s.apply("name: hog\ntasks:\n  - id: t\n    op: shell\n    with: {command: 'sleep 5'}\n");
+    let hog = s.trigger("hog", json!({}));
+    s.apply("name: behind\ntasks:\n  - id: t\n    op: noop\n");
+    wait_for(20, "the hog to run", || {
+        let (_, v) = s.get(&format!("/api/v1/runs/{hog}"));
+        (task(&v, "t")["state"] == "running").then_some(())
+    });
+    let behind = s.trigger("behind", json!({}));
+    assert_eq!(s.post_json(&format!("/api/v1/runs/{behind}/cancel"), &json!({})).0, 200);
+    let run = s.wait_run(behind, 3);
+    assert_eq!(run["run"]["state"], "cancelled");
+    let (_, h) = s.get(&format!("/api/v1/runs/{hog}"));
+    assert_eq!(h["run"]["state"], "running", "the cancel did not wait for the busy slot");
+}
+
+#[test]
+fn background_processes_die_with_their_task_and_template_errors_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path());
+    let pidfile = dir.path().join("bg.pid");
+    s.apply(&format!(
+        "name: leaky\ntasks:\n  - id: a\n    op: shell\n    timeout: 10s\n    with: {{command: 'sleep 30 & echo $! > {p}; echo started'}}\n  - id: b\n    op: shell\n    depends_on: [a]\n    with: {{command: 'echo ${{{{ tasks.a.outputs.nope }}}}'}}\n  - id: c\n    op: noop\n    depends_on: [b]\n",
+        p = pidfile.display()
+    ));
+    let t = std::time::Instant::now();
+    let run = s.wait_run(s.trigger("leaky", json!({})), 30);
+    assert!(t.elapsed() < Duration::from_secs(8), "the task waited for its background child");
+    assert_eq!(task(&run, "a")["state"], "success");
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    wait_for(10, "the background sleep to be stopped", || (unsafe { libc::kill(pid, 0) } != 0).then_some(()));
+    assert_eq!(run["run"]["state"], "failed");
+    assert!(task(&run, "b")["error"].as_str().unwrap().contains("has no `nope`"), "{run}");
+    assert_eq!(task(&run, "c")["state"], "upstream_failed");
+    // The scheduler is still healthy after that.
+    s.apply("name: fine\ntasks:\n  - id: t\n    op: noop\n");
+    assert_eq!(s.wait_run(s.trigger("fine", json!({})), 20)["run"]["state"], "success");
+}

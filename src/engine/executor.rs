@@ -101,6 +101,14 @@ impl Executor {
         self.shared.cv.notify_all();
     }
 
+    /// Take the not-yet-started jobs of one run out of the queue.
+    pub fn take_run(&self, run_id: i64) -> Vec<Job> {
+        let Ok(mut q) = self.shared.q.lock() else { return Vec::new() };
+        let (taken, kept): (Vec<Job>, Vec<Job>) = q.jobs.drain(..).partition(|j| j.run_id == run_id);
+        q.jobs = kept.into();
+        taken
+    }
+
     /// Drop jobs not yet started (their instances stay `queued` in the store) and stop the
     /// workers once they finish what they are running.
     pub fn close(&self) -> Vec<Job> {
@@ -115,9 +123,19 @@ impl Executor {
         dropped
     }
 
+    /// Wait for the workers, but not forever: one stuck in an op that ignores its stop signal is
+    /// left behind (the process is exiting; recovery handles its attempt at the next start).
     pub fn join(self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
         for t in self.threads {
-            let _ = t.join();
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                tracing::warn!("A worker thread is still busy at exit; leaving it");
+            }
         }
     }
 }
@@ -196,13 +214,15 @@ fn run_job(job: Job, deps: &Deps, events: &broadcast::Sender<Event>) -> Report {
         report.state = State::Cancelled;
         // The try was counted when it was queued; a poke never counts one.
         report.try_number = if job.poke { job.try_number } else { job.try_number.saturating_sub(1) };
-        let ti = job.ti;
+        let (ti, poke, try_number) = (job.ti, job.poke, job.try_number);
         let _ = deps.store.write(move |tx| {
-            runs::update_ti(
-                tx,
-                ti,
-                &runs::TiUpdate { state: "cancelled", finished_at: Some(started_us), ..Default::default() },
-            )
+            let update = runs::TiUpdate { state: "cancelled", finished_at: Some(started_us), ..Default::default() };
+            runs::update_ti(tx, ti, &update)?;
+            // A sensor between pokes has an open attempt to close.
+            match poke {
+                true => runs::finish_attempt(tx, ti, try_number, "cancelled", started_us, None),
+                false => Ok(()),
+            }
         });
         let _ = events.send(event(&job, State::Cancelled, started_us, None, None));
         return report;

@@ -44,11 +44,10 @@ fn pump(reader: impl Read + Send + 'static, log: LogSink) -> std::thread::JoinHa
     })
 }
 
-fn kill_group(pid: u32, signal: i32) {
-    // SAFETY: killpg only sends a signal; a stale pgid at worst returns ESRCH.
-    unsafe {
-        libc::killpg(pid as libc::pid_t, signal);
-    }
+/// Signal the command's process group; true if any process was still in it.
+fn kill_group(pid: u32, signal: i32) -> bool {
+    // SAFETY: killpg only sends a signal; a group with no process left returns ESRCH.
+    unsafe { libc::killpg(pid as libc::pid_t, signal) == 0 }
 }
 
 impl Op for Shell {
@@ -117,7 +116,7 @@ impl Op for Shell {
                 && let Some(reason) = ctx.stop.reason()
             {
                 ctx.log.line(&format!("mlbox: stopping the command ({reason:?}): SIGTERM to its process group"));
-                kill_group(pid, libc::SIGTERM);
+                let _ = kill_group(pid, libc::SIGTERM);
                 stopped = Some(reason);
                 killed_at = Some(std::time::Instant::now());
             }
@@ -125,13 +124,23 @@ impl Op for Shell {
                 && t.elapsed() > KILL_GRACE
             {
                 ctx.log.line("mlbox: the command ignored SIGTERM: SIGKILL");
-                kill_group(pid, libc::SIGKILL);
+                let _ = kill_group(pid, libc::SIGKILL);
                 killed_at = None;
             }
         };
-        // The group may hold our pipes open after sh exits (a background child): make sure it is gone.
+        // A task owns its processes: background children it left (`cmd &`) would outlive it,
+        // hold our pipes open and escape timeouts and cancels. Stop the whole group now.
         if stopped.is_some() {
-            kill_group(pid, libc::SIGKILL);
+            let _ = kill_group(pid, libc::SIGKILL);
+        } else if kill_group(pid, libc::SIGTERM) {
+            ctx.log.line("mlbox: the command left background processes; they were stopped");
+            let until = std::time::Instant::now() + KILL_GRACE;
+            while [&out, &err].iter().any(|h| h.as_ref().is_some_and(|h| !h.is_finished()))
+                && std::time::Instant::now() < until
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = kill_group(pid, libc::SIGKILL);
         }
         for h in [out, err].into_iter().flatten() {
             let _ = h.join();

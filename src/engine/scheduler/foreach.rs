@@ -85,6 +85,7 @@ impl Scheduler {
                     outputs: None,
                     item: Some(item),
                     in_flight: false,
+                    next_try_at: None,
                     stop: StopSignal::default(),
                     first_poke_at: None,
                 })

@@ -34,6 +34,8 @@ struct Unit {
     item: Option<Value>,
     /// Submitted to the executor and not yet reported back.
     in_flight: bool,
+    /// When a retry (µs) is due, as stored.
+    next_try_at: Option<i64>,
     stop: StopSignal,
     first_poke_at: Option<Instant>,
 }
@@ -55,6 +57,7 @@ impl Unit {
             outputs: r.outputs.clone(),
             item: r.item.clone(),
             in_flight: false,
+            next_try_at: r.next_try_at,
             stop: StopSignal::default(),
             first_poke_at,
         }
@@ -149,12 +152,13 @@ impl Scheduler {
                     Err(_) => break,
                 },
             };
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match msg {
-                Some(m) => self.handle(m),
-                None => {
+            // Due timers fire after every message as well, so a busy channel cannot starve them.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let stop = msg.is_some_and(|m| self.handle(m));
+                if !stop {
                     self.fire_timers();
-                    false
                 }
+                stop
             }));
             match outcome {
                 Ok(true) => break,
@@ -285,7 +289,9 @@ impl Scheduler {
                         self.timers.push(Reverse((Instant::now(), Timer::Unit(id, i, u.map_index))));
                     }
                     State::UpForRetry => {
-                        self.timers.push(Reverse((Instant::now(), Timer::Unit(id, i, u.map_index))));
+                        let wait = u.next_try_at.map_or(0, |t| (t - store::now_us()).max(0));
+                        let at = Instant::now() + Duration::from_micros(wait as u64);
+                        self.timers.push(Reverse((at, Timer::Unit(id, i, u.map_index))));
                     }
                     _ => {}
                 }
@@ -323,7 +329,11 @@ impl Scheduler {
             return;
         };
         let node = &mut run.nodes[idx];
+        let expanded_parent = map_index < 0 && node.expanded;
         let unit = if map_index < 0 { &mut node.main } else { &mut node.items[map_index as usize] };
+        // A sensor between pokes has an open attempt; ending the unit here must close it too.
+        let open_attempt =
+            (unit.state == State::Running && !expanded_parent && state.is_terminal()).then_some(unit.try_number);
         unit.state = state;
         let ti = unit.ti;
         let now = store::now_us();
@@ -344,7 +354,11 @@ impl Scheduler {
                     started_at: (state == State::Running).then_some(now),
                     ..Default::default()
                 },
-            )
+            )?;
+            match open_attempt {
+                Some(t) => runs::finish_attempt(tx, ti, t, state.as_str(), now, None),
+                None => Ok(()),
+            }
         });
         if map_index < 0 && state == State::Success {
             let id = run.plan.spec.tasks[idx].id.clone();
@@ -374,7 +388,10 @@ impl Scheduler {
         let plan = run.plan.clone();
         if !run.cancelling && self.draining.is_none() {
             for &i in &plan.topo {
-                let run = &self.runs[&run_id];
+                // A nested change (a template error failing a task) can finish the run mid-loop.
+                let Some(run) = self.runs.get(&run_id) else {
+                    return;
+                };
                 if run.nodes[i].main.state != State::Pending {
                     continue;
                 }
@@ -473,6 +490,12 @@ impl Scheduler {
         unit.try_number = r.try_number;
         if let Some(o) = &r.outputs {
             unit.outputs = Some(o.clone());
+        }
+        if run.cancelling && matches!(r.state, State::Running | State::UpForRetry) {
+            // The cancel came while this attempt was finishing: it must not poke or retry again.
+            self.set_unit(r.run_id, r.task_idx, r.map_index, State::Cancelled, None, Some("cancelled".into()));
+            self.after_unit_change(r.run_id, r.task_idx, r.map_index);
+            return;
         }
         match r.state {
             State::Running => {

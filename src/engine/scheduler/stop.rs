@@ -17,6 +17,7 @@ impl Scheduler {
             // Not active here (queued behind max_active_runs, or left by an old process).
             let now = store::now_us();
             let done = self.deps.store.write(move |tx| {
+                tx.execute("UPDATE task_attempts SET state = 'cancelled', finished_at = ?2 WHERE state = 'running' AND ti_id IN (SELECT id FROM task_instances WHERE run_id = ?1)", rusqlite::params![run_id, now])?;
                 tx.execute("UPDATE task_instances SET state = 'cancelled', finished_at = ?2 WHERE run_id = ?1 AND state NOT IN ('success', 'failed', 'skipped', 'upstream_failed', 'cancelled')", rusqlite::params![run_id, now])?;
                 let n = tx.execute("UPDATE runs SET state = 'cancelled', finished_at = ?2 WHERE id = ?1 AND state IN ('queued', 'running')", rusqlite::params![run_id, now])?;
                 let pipeline: Option<String> = tx.query_row("SELECT pipeline FROM runs WHERE id = ?1", [run_id], |r| r.get(0)).ok();
@@ -28,6 +29,12 @@ impl Scheduler {
             return;
         };
         run.cancelling = true;
+        // Jobs still waiting for a slot never start: they are cancelled here, not when a slot frees.
+        for job in self.executor.take_run(run_id) {
+            let n = &mut run.nodes[job.task_idx];
+            let u = if job.map_index < 0 { &mut n.main } else { &mut n.items[job.map_index as usize] };
+            u.in_flight = false;
+        }
         let mut to_cancel = Vec::new();
         for (i, n) in run.nodes.iter().enumerate() {
             let units = std::iter::once(&n.main).chain(n.items.iter());
@@ -71,6 +78,8 @@ impl Scheduler {
         if in_flight(self) {
             tracing::info!(grace_s = grace.as_secs_f64(), "Waiting for running tasks to finish");
         }
+        // After the grace period, stopped tasks get one last window to report; then we go.
+        let last_call = deadline + Duration::from_secs(30);
         let mut stopped = false;
         while in_flight(self) {
             let wait = deadline.saturating_duration_since(Instant::now());
@@ -85,14 +94,14 @@ impl Scheduler {
                 }
                 stopped = true;
             }
-            match self.rx.recv_timeout(if stopped {
-                Duration::from_secs(30)
-            } else {
-                wait.max(Duration::from_millis(1))
-            }) {
+            let wait = if stopped { last_call.saturating_duration_since(Instant::now()) } else { wait };
+            if stopped && wait.is_zero() {
+                tracing::warn!("Tasks did not stop in time; leaving them to the next start's recovery");
+                break;
+            }
+            match self.rx.recv_timeout(wait.max(Duration::from_millis(1))) {
                 Ok(Msg::Report(r)) => self.on_report(r),
                 Ok(_) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) if stopped => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
