@@ -118,6 +118,7 @@ tasks:
       command: "sleep 30 & echo $! > {p}; wait"
   - id: big
     op: shell
+    retries: 2
     with:
       command: "python3 -c 'import json; print(json.dumps({{\"x\": \"a\" * 70000}}))' > $MLBOX_OUTPUTS"
 "#,
@@ -141,6 +142,7 @@ tasks:
     let big = task(&run, "big");
     assert_eq!(big["state"], "failed");
     assert!(big["error"].as_str().unwrap().contains("64 KiB"), "{big}");
+    assert_eq!(big["try_number"], 1, "too-large outputs fail the same way every time: no retry");
     let log = ureq::get(&format!("{}/api/v1/runs/{id}/tasks/flaky/logs?try=1", s.base))
         .call()
         .unwrap()

@@ -266,7 +266,8 @@ fn run_job(job: Job, deps: &Deps, events: &broadcast::Sender<Event>) -> Report {
     if job.op.uses_files()
         && let Err(e) = std::fs::create_dir_all(&artifacts_dir)
     {
-        return finish(job, deps, events, report, started, Err(format!("cannot create the artifacts dir: {e}")));
+        let err = Err(format!("cannot create the artifacts dir: {e}"));
+        return finish(job, deps, events, report, started, err, true);
     }
     let ctx = TaskContext {
         run_id: job.run_id,
@@ -288,6 +289,11 @@ fn run_job(job: Job, deps: &Deps, events: &broadcast::Sender<Event>) -> Report {
         }
         (r, _) => r,
     };
+    // Outputs over the limit fail the same way on every try: retrying them is pointless.
+    let retryable = match &result {
+        Ok(Outcome::Done(o) | Outcome::Branch { outputs: o, .. }) => o.to_string().len() <= MAX_OUTPUTS,
+        _ => true,
+    };
     let result = result.and_then(|outcome| match outcome {
         Outcome::Done(outputs) => save_outputs(&job, deps, &artifacts_dir, outputs).map(|o| (o, None, None)),
         Outcome::Branch { outputs, follow } => {
@@ -308,7 +314,7 @@ fn run_job(job: Job, deps: &Deps, events: &broadcast::Sender<Event>) -> Report {
     if job.op.uses_files() {
         let _ = std::fs::remove_dir_all(&work);
     }
-    finish(job, deps, events, report_with_stop(report, &stop), started, result)
+    finish(job, deps, events, report_with_stop(report, &stop), started, result, retryable)
 }
 
 fn report_with_stop(mut r: Report, stop: &StopSignal) -> Report {
@@ -355,6 +361,7 @@ fn finish(
     mut report: Report,
     started: Instant,
     result: Result3,
+    retryable: bool,
 ) -> Report {
     let now = store::now_us();
     let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -398,7 +405,7 @@ fn finish(
             let state = match report.state {
                 State::Cancelled => State::Cancelled,
                 State::Queued => State::Queued,
-                _ if job.try_number < job.max_tries => State::UpForRetry,
+                _ if retryable && job.try_number < job.max_tries => State::UpForRetry,
                 _ => State::Failed,
             };
             let delay = retry_delay(&job);
