@@ -19,6 +19,11 @@ pub fn path_of(data_dir: &Path, sha256: &str) -> PathBuf {
     data_dir.join("artifacts").join("sha256").join(&sha256[..2.min(sha256.len())]).join(sha256)
 }
 
+/// The SHA-256 of a file, as lowercase hex.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    hash_file(path).map(|(h, _)| h)
+}
+
 fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
     let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();

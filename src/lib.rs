@@ -5,6 +5,7 @@ pub mod artifacts;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod data;
 pub mod engine;
 pub mod error;
 pub mod lock;

@@ -655,3 +655,78 @@ fn background_processes_die_with_their_task_and_template_errors_fail_cleanly() {
     s.apply("name: fine\ntasks:\n  - id: t\n    op: noop\n");
     assert_eq!(s.wait_run(s.trigger("fine", json!({})), 20)["run"]["state"], "success");
 }
+
+fn sample(path: &str) -> String {
+    format!("{}/sample-data/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn ingest_reads_real_csv_and_parquet_into_dataset_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path());
+    s.apply(&format!(
+        r#"
+name: ingest
+params:
+  policy: {{type: string, default: drop}}
+tasks:
+  - id: month
+    op: ingest
+    with:
+      source: "{csv}"
+      name: trips_2019_01
+      rename: {{PULocationID_unused: x}}
+      types: {{passenger_count: int, pickup_datetime: datetime}}
+  - id: all
+    op: ingest
+    with: {{source: "{pq}", name: trips}}
+  - id: btc
+    op: ingest
+    with: {{source: "{btc}", name: btc_daily, skip_rows: 1, types: {{close: float}}}}
+  - id: strict
+    op: ingest
+    with:
+      source: "{glob}"
+      name: flags
+      types: {{store_and_fwd_flag: int}}
+      bad_rows: "${{{{ params.policy }}}}"
+"#,
+        csv = sample("taxi/yellow_tripdata_sample_2019-01.csv"),
+        pq = sample("taxi/nyc_yellow_trips.parquet"),
+        btc = sample("crypto/Coinbase_BTCUSD_d.csv"),
+        glob = sample("taxi/yellow_tripdata_sample_*.csv"),
+    ));
+    let run = s.wait_run(s.trigger("ingest", json!({})), 120);
+    let month = task(&run, "month");
+    assert_eq!(month["state"], "failed", "renaming a column that does not exist is an error: {month}");
+    assert!(month["error"].as_str().unwrap().contains("no column `PULocationID_unused`"), "{month}");
+    let all = task(&run, "all");
+    assert_eq!(all["outputs"]["rows"], 300_000, "{all}");
+    assert_eq!(all["outputs"]["dataset"]["version"], 1);
+    assert_eq!(all["outputs"]["schema"]["pickup_location_id"], "i32");
+    let btc = task(&run, "btc");
+    assert_eq!(btc["outputs"]["rows"], 1770, "{btc}");
+    let strict = task(&run, "strict");
+    // `store_and_fwd_flag` holds N/Y: every non-empty value fails to convert to int and is dropped.
+    let dropped = strict["outputs"]["dropped"].as_i64().unwrap();
+    assert!(dropped > 9_000 && strict["outputs"]["rows"].as_i64().unwrap() + dropped == 10_000, "{strict}");
+    let log = ureq::get(&format!("{}/api/v1/runs/{}/tasks/strict/logs", s.base, run["run"]["id"]))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(log.contains(&format!("dropped {dropped} of 10000 rows")), "{log}");
+
+    // Same content again: same version. bad_rows: fail turns the drop into a clear failure.
+    let run2 = s.wait_run(s.trigger("ingest", json!({"policy": "fail"})), 120);
+    assert_eq!(task(&run2, "all")["outputs"]["dataset"]["version"], 1, "unchanged data keeps its version");
+    let strict = task(&run2, "strict");
+    assert_eq!(strict["state"], "failed");
+    assert!(strict["error"].as_str().unwrap().contains("rows have values that do not convert"), "{strict}");
+    let sha = all["outputs"]["dataset"]["sha256"].as_str().unwrap();
+    assert!(
+        dir.path().join(format!("artifacts/sha256/{}/{sha}", &sha[..2])).exists(),
+        "the dataset is in the content store"
+    );
+}

@@ -3,6 +3,7 @@
 
 mod branch;
 mod http;
+mod ingest;
 mod noop;
 mod sensor;
 mod shell;
@@ -153,6 +154,10 @@ pub struct TaskContext {
     pub first_poke_at: Instant,
     pub log: LogSink,
     pub stop: StopSignal,
+    /// The metadata store, for ops that record what they made (dataset versions).
+    pub store: crate::store::Store,
+    /// The data dir: the content store of artifacts and datasets lives under it.
+    pub data_dir: PathBuf,
 }
 
 pub trait Op: Send + Sync + 'static {
@@ -193,6 +198,7 @@ impl Registry {
         r.add(http::Http);
         r.add(sensor::Sensor);
         r.add(branch::Branch);
+        r.add(ingest::Ingest);
         r
     }
 

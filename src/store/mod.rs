@@ -17,7 +17,7 @@ use rusqlite::{Connection, OpenFlags, Transaction};
 
 use crate::error::{Error, Result};
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_datasets.sql")];
 const READERS: usize = 4;
 const MAX_BATCH: usize = 128;
 
@@ -256,7 +256,7 @@ mod tests {
         assert_eq!(migrate(&mut conn).unwrap(), 0, "a second open applies nothing");
         let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(v as usize, schema_version());
-        for table in ["pipelines", "runs", "task_instances", "task_attempts", "artifacts"] {
+        for table in ["pipelines", "runs", "task_instances", "task_attempts", "artifacts", "datasets"] {
             let n: i64 =
                 conn.query_row("SELECT count(*) FROM sqlite_master WHERE name = ?1", [table], |r| r.get(0)).unwrap();
             assert_eq!(n, 1, "{table} exists");

@@ -1,0 +1,85 @@
+//! Datasets: Parquet files in the content store, addressed by SHA-256, with a version record per
+//! name (`datasets` table). Ops produce them into their artifacts dir and hand a [`DatasetRef`]
+//! on through their outputs; downstream ops read them back by hash.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::store::{self, Store};
+
+/// What a task's outputs carry to point at a dataset version.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DatasetRef {
+    pub name: String,
+    pub version: i64,
+    pub sha256: String,
+    pub rows: i64,
+}
+
+/// Column name → type, as recorded with each version.
+pub fn schema_json(df: &DataFrame) -> Value {
+    Value::Object(df.schema().iter().map(|(n, t)| (n.to_string(), json!(t.to_string()))).collect())
+}
+
+/// Write `df` as zstd Parquet into `dir/file`; returns the path and the file's SHA-256.
+pub fn write_parquet(df: &mut DataFrame, dir: &Path, file: &str) -> Result<(PathBuf, String), String> {
+    let path = dir.join(file);
+    let f = File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    ParquetWriter::new(f)
+        .with_compression(ParquetCompression::Zstd(None))
+        .finish(df)
+        .map_err(|e| format!("writing Parquet failed: {e}"))?;
+    let sha = crate::artifacts::sha256_file(&path).map_err(|e| format!("cannot hash {}: {e}", path.display()))?;
+    Ok((path, sha))
+}
+
+/// Read a dataset version back from the content store.
+pub fn read(data_dir: &Path, r: &DatasetRef) -> Result<DataFrame, String> {
+    let path = crate::artifacts::path_of(data_dir, &r.sha256);
+    let f =
+        File::open(&path).map_err(|e| format!("dataset {} v{} is missing from the store ({e})", r.name, r.version))?;
+    ParquetReader::new(f).finish().map_err(|e| format!("cannot read dataset {} v{}: {e}", r.name, r.version))
+}
+
+/// Record a new version of `name` (the next number after its latest), unless the latest version
+/// already has this exact content, in which case that version is returned.
+pub fn record(
+    store: &Store,
+    name: &str,
+    sha256: &str,
+    rows: i64,
+    schema: &Value,
+    source: &str,
+    run: (i64, &str),
+) -> Result<DatasetRef, String> {
+    let (name, sha, schema, source, task) =
+        (name.to_string(), sha256.to_string(), schema.to_string(), source.to_string(), run.1.to_string());
+    let run_id = run.0;
+    store
+        .write(move |tx| {
+            let latest: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT version, sha256 FROM datasets WHERE name = ?1 ORDER BY version DESC LIMIT 1",
+                    [&name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let version = match latest {
+                Some((v, s)) if s == sha => v,
+                Some((v, _)) => v + 1,
+                None => 1,
+            };
+            tx.execute(
+                "INSERT OR IGNORE INTO datasets (name, version, sha256, rows, schema, source, run_id, task_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![name, version, sha, rows, schema, source, run_id, task, store::now_us()],
+            )?;
+            Ok(DatasetRef { name: name.clone(), version, sha256: sha.clone(), rows })
+        })
+        .map_err(|e| e.message)
+}
