@@ -730,3 +730,74 @@ tasks:
         "the dataset is in the content store"
     );
 }
+
+#[test]
+fn sql_and_split_on_real_taxi_data_never_put_the_future_in_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path());
+    s.apply(&format!(
+        r#"
+name: prep
+tasks:
+  - id: load
+    op: ingest
+    with: {{source: "{pq}", name: trips}}
+  - id: clean
+    op: sql
+    depends_on: [load]
+    with:
+      inputs: {{trips: "${{{{ tasks.load.outputs.dataset }}}}"}}
+      query: "SELECT * FROM trips WHERE pickup_datetime >= '2018-01-01' AND trip_distance > 0"
+      name: trips_clean
+  - id: by_time
+    op: split
+    depends_on: [clean]
+    with: {{input: "${{{{ tasks.clean.outputs.dataset }}}}", name: trips, by: time, column: pickup_datetime, fractions: [0.8, 0.1, 0.1]}}
+  - id: by_zone
+    op: split
+    depends_on: [clean]
+    with: {{input: "${{{{ tasks.clean.outputs.dataset }}}}", name: zones, by: hash, column: pickup_location_id, seed: 3}}
+  - id: leak_check
+    op: sql
+    depends_on: [by_time]
+    with:
+      inputs:
+        train: "${{{{ tasks.by_time.outputs.train }}}}"
+        test: "${{{{ tasks.by_time.outputs.test }}}}"
+      query: >
+        SELECT a.train_max, b.test_min
+        FROM (SELECT max(pickup_datetime) AS train_max FROM train) AS a
+        CROSS JOIN (SELECT min(pickup_datetime) AS test_min FROM test) AS b
+      name: leak_check
+  - id: zone_check
+    op: sql
+    depends_on: [by_zone]
+    with:
+      inputs:
+        ztrain: "${{{{ tasks.by_zone.outputs.train }}}}"
+        ztest: "${{{{ tasks.by_zone.outputs.test }}}}"
+      query: "SELECT count(*) AS shared_zone_rows FROM ztrain WHERE pickup_location_id IN (SELECT pickup_location_id FROM ztest)"
+      name: zone_check
+"#,
+        pq = sample("taxi/nyc_yellow_trips.parquet")
+    ));
+    let run = s.wait_run(s.trigger("prep", json!({})), 180);
+    assert_eq!(run["run"]["state"], "success", "{run}");
+    let clean = task(&run, "clean")["outputs"]["rows"].as_i64().unwrap();
+    assert!(clean > 290_000 && clean < 300_000, "the filter dropped the bad rows only: {clean}");
+    let t = &task(&run, "by_time")["outputs"];
+    let parts: Vec<i64> = ["train", "validation", "test"].iter().map(|p| t[p]["rows"].as_i64().unwrap()).collect();
+    assert_eq!(parts.iter().sum::<i64>(), clean, "{t}");
+    assert!((parts[0] as f64 / clean as f64 - 0.8).abs() < 0.001, "{parts:?}");
+    let check = &task(&run, "leak_check")["outputs"]["preview"][0];
+    let (train_max, test_min) = (check["train_max"].clone(), check["test_min"].clone());
+    assert!(!train_max.is_null() && !test_min.is_null(), "{check}");
+    // Timestamps come back as ISO text or as numbers; both order the same way.
+    let before = match (train_max.as_str(), test_min.as_str()) {
+        (Some(a), Some(b)) => a <= b,
+        _ => train_max.as_i64().unwrap() <= test_min.as_i64().unwrap(),
+    };
+    assert!(before, "training saw the test period: {check}");
+    let zones = &task(&run, "zone_check")["outputs"]["preview"][0];
+    assert_eq!(zones["shared_zone_rows"], 0, "a hash split keeps each key in one part: {zones}");
+}

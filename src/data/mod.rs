@@ -38,6 +38,17 @@ pub fn write_parquet(df: &mut DataFrame, dir: &Path, file: &str) -> Result<(Path
     Ok((path, sha))
 }
 
+/// The first `n` rows as JSON records, for outputs, logs and the UI.
+pub fn preview(df: &DataFrame, n: usize) -> Value {
+    let mut head = df.head(Some(n));
+    let mut buf = Vec::new();
+    let written = JsonWriter::new(&mut buf).with_json_format(JsonFormat::Json).finish(&mut head);
+    match written {
+        Ok(()) => serde_json::from_slice(&buf).unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
 /// Read a dataset version back from the content store.
 pub fn read(data_dir: &Path, r: &DatasetRef) -> Result<DataFrame, String> {
     let path = crate::artifacts::path_of(data_dir, &r.sha256);

@@ -7,6 +7,8 @@ mod ingest;
 mod noop;
 mod sensor;
 mod shell;
+mod split;
+mod sql;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -199,6 +201,8 @@ impl Registry {
         r.add(sensor::Sensor);
         r.add(branch::Branch);
         r.add(ingest::Ingest);
+        r.add(sql::Sql);
+        r.add(split::Split);
         r
     }
 
