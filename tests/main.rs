@@ -801,3 +801,33 @@ tasks:
     let zones = &task(&run, "zone_check")["outputs"]["preview"][0];
     assert_eq!(zones["shared_zone_rows"], 0, "a hash split keeps each key in one part: {zones}");
 }
+
+#[test]
+fn ingest_downloads_from_a_url() {
+    // A one-file HTTP server on loopback, serving the real CSV as shipped.
+    let body = std::fs::read(sample("crypto/Coinbase_BTCUSD_d.csv")).unwrap();
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for conn in server.incoming().flatten().take(4) {
+            let mut conn = conn;
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/csv\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&body);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path());
+    s.apply(&format!(
+        "name: fetch\ntasks:\n  - id: get\n    op: ingest\n    with: {{source: 'http://{addr}/btc.csv', name: btc, skip_rows: 1}}\n"
+    ));
+    let run = s.wait_run(s.trigger("fetch", json!({})), 60);
+    assert_eq!(run["run"]["state"], "success", "{run}");
+    assert_eq!(task(&run, "get")["outputs"]["rows"], 1770);
+}
