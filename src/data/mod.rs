@@ -38,6 +38,23 @@ pub fn write_parquet(df: &mut DataFrame, dir: &Path, file: &str) -> Result<(Path
     Ok((path, sha))
 }
 
+/// Write `df` as the next version of dataset `name`: Parquet into `dir` (the task's artifacts
+/// dir, which the executor moves into the content store) and a version record. Returns the
+/// reference and the schema.
+pub fn save(
+    df: &mut DataFrame,
+    name: &str,
+    source: &str,
+    dir: &Path,
+    store: &Store,
+    run: (i64, &str),
+) -> Result<(DatasetRef, Value), String> {
+    let schema = schema_json(df);
+    let (_, sha) = write_parquet(df, dir, &format!("{name}.parquet"))?;
+    let r = record(store, name, &sha, df.height() as i64, &schema, source, run)?;
+    Ok((r, schema))
+}
+
 /// The first `n` rows as JSON records, for outputs, logs and the UI.
 pub fn preview(df: &DataFrame, n: usize) -> Value {
     let mut head = df.head(Some(n));

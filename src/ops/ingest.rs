@@ -205,10 +205,9 @@ impl Op for Ingest {
             df = df.filter(&!&bad).map_err(|e| e.to_string())?;
             ctx.log.line(&format!("dropped {n_bad} of {total} rows with values that do not convert (bad_rows: drop)"));
         }
-        let schema = data::schema_json(&df);
-        let (_, sha) = data::write_parquet(&mut df, &ctx.artifacts_dir, &format!("{}.parquet", p.name))?;
-        let rows = df.height() as i64;
-        let r = data::record(&ctx.store, &p.name, &sha, rows, &schema, &p.source, (ctx.run_id, &ctx.task_id))?;
+        let run = (ctx.run_id, ctx.task_id.as_str());
+        let (r, schema) = data::save(&mut df, &p.name, &p.source, &ctx.artifacts_dir, &ctx.store, run)?;
+        let rows = r.rows;
         ctx.log.line(&format!("dataset {} v{}: {rows} rows, sha256 {}", r.name, r.version, r.sha256));
         Ok(Outcome::Done(json!({"dataset": r, "rows": rows, "dropped": n_bad, "schema": schema, "files": files.len()})))
     }

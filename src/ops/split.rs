@@ -153,11 +153,10 @@ impl Op for Split {
         for (k, idx) in parts.into_iter().enumerate() {
             let name = format!("{}_{}", p.name, PARTS[k]);
             let mut part = df.take(&IdxCa::from_vec("idx".into(), idx)).map_err(|e| e.to_string())?;
-            let schema = data::schema_json(&part);
-            let (_, sha) = data::write_parquet(&mut part, &ctx.artifacts_dir, &format!("{name}.parquet"))?;
             let source = format!("split of {} v{} by {}", p.input.name, p.input.version, p.by);
-            let rows = part.height() as i64;
-            let r = data::record(&ctx.store, &name, &sha, rows, &schema, &source, (ctx.run_id, &ctx.task_id))?;
+            let run = (ctx.run_id, ctx.task_id.as_str());
+            let (r, _) = data::save(&mut part, &name, &source, &ctx.artifacts_dir, &ctx.store, run)?;
+            let rows = r.rows;
             ctx.log.line(&format!("{}: {rows} rows (dataset {} v{})", PARTS[k], r.name, r.version));
             out.insert(PARTS[k].to_string(), json!(r));
         }

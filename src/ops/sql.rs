@@ -47,12 +47,11 @@ impl Op for Sql {
             sql.register(table, df.lazy());
         }
         let mut df = sql.execute(&p.query).and_then(|lf| lf.collect()).map_err(|e| format!("query failed: {e}"))?;
-        let schema = data::schema_json(&df);
-        let (_, sha) = data::write_parquet(&mut df, &ctx.artifacts_dir, &format!("{}.parquet", p.name))?;
-        let rows = df.height() as i64;
         let sources: Vec<String> = p.inputs.values().map(|r| format!("{} v{}", r.name, r.version)).collect();
         let source = format!("sql over {}", sources.join(", "));
-        let r = data::record(&ctx.store, &p.name, &sha, rows, &schema, &source, (ctx.run_id, &ctx.task_id))?;
+        let run = (ctx.run_id, ctx.task_id.as_str());
+        let (r, schema) = data::save(&mut df, &p.name, &source, &ctx.artifacts_dir, &ctx.store, run)?;
+        let rows = r.rows;
         ctx.log.line(&format!("dataset {} v{}: {rows} rows", r.name, r.version));
         Ok(Outcome::Done(json!({"dataset": r, "rows": rows, "schema": schema, "preview": data::preview(&df, 5)})))
     }
