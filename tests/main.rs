@@ -729,6 +729,14 @@ tasks:
         dir.path().join(format!("artifacts/sha256/{}/{sha}", &sha[..2])).exists(),
         "the dataset is in the content store"
     );
+    let (_, list) = s.get("/api/v1/datasets");
+    let names: Vec<&str> = list["datasets"].as_array().unwrap().iter().filter_map(|d| d["name"].as_str()).collect();
+    assert!(names.contains(&"trips") && names.contains(&"btc_daily"), "{list}");
+    let (_, trips) = s.get("/api/v1/datasets/trips");
+    assert_eq!(trips["versions"].as_array().map(Vec::len), Some(1), "{trips}");
+    assert_eq!(trips["versions"][0]["rows"], 300_000);
+    assert_eq!(trips["versions"][0]["schema"]["trip_distance"], "f64");
+    assert_eq!(s.get("/api/v1/datasets/nope").0, 404);
 }
 
 #[test]

@@ -111,3 +111,50 @@ pub fn record(
         })
         .map_err(|e| e.message)
 }
+
+/// One recorded version, as the API lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionRow {
+    pub name: String,
+    pub version: i64,
+    pub sha256: String,
+    pub rows: i64,
+    pub schema: Value,
+    pub source: String,
+    pub run_id: Option<i64>,
+    pub task_id: Option<String>,
+    pub created_at: i64,
+}
+
+fn version_row(r: &rusqlite::Row) -> rusqlite::Result<VersionRow> {
+    let schema: String = r.get(4)?;
+    Ok(VersionRow {
+        name: r.get(0)?,
+        version: r.get(1)?,
+        sha256: r.get(2)?,
+        rows: r.get(3)?,
+        schema: serde_json::from_str(&schema).unwrap_or(Value::Null),
+        source: r.get(5)?,
+        run_id: r.get(6)?,
+        task_id: r.get(7)?,
+        created_at: r.get(8)?,
+    })
+}
+
+const VERSION_COLS: &str = "name, version, sha256, rows, schema, source, run_id, task_id, created_at";
+
+/// The latest version of every dataset, by name.
+pub fn latest(c: &rusqlite::Connection) -> crate::error::Result<Vec<VersionRow>> {
+    let sql = format!(
+        "SELECT {VERSION_COLS} FROM datasets d WHERE version = (SELECT max(version) FROM datasets WHERE name = d.name) ORDER BY name"
+    );
+    let mut st = c.prepare_cached(&sql)?;
+    Ok(st.query_map([], version_row)?.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Every version of one dataset, newest first.
+pub fn versions(c: &rusqlite::Connection, name: &str) -> crate::error::Result<Vec<VersionRow>> {
+    let sql = format!("SELECT {VERSION_COLS} FROM datasets WHERE name = ?1 ORDER BY version DESC");
+    let mut st = c.prepare_cached(&sql)?;
+    Ok(st.query_map([name], version_row)?.collect::<rusqlite::Result<_>>()?)
+}

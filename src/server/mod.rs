@@ -1,5 +1,6 @@
 //! The HTTP API: router, shared state, body limits and the JSON error shape. One file per URL family.
 
+mod datasets;
 mod pipelines;
 mod runs;
 mod sse;
@@ -41,6 +42,8 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/runs/{id}/events", get(sse::run_events))
         .route("/api/v1/runs/{id}/tasks/{task}/logs", get(runs::logs))
         .route("/api/v1/runs/{id}/tasks/{task}/logs/follow", get(sse::follow_log))
+        .route("/api/v1/datasets", get(datasets::list))
+        .route("/api/v1/datasets/{name}", get(datasets::get))
         .fallback(not_found)
         .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(limit))

@@ -1,0 +1,23 @@
+//! `/api/v1/datasets`: the latest version of each dataset, and one dataset's versions.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde_json::{Value, json};
+
+use super::{AppState, blocking};
+use crate::data;
+use crate::error::Error;
+
+pub async fn list(State(app): State<AppState>) -> Result<Json<Value>, Error> {
+    let rows = blocking(move || app.store.read(data::latest)).await?;
+    Ok(Json(json!({ "datasets": rows })))
+}
+
+pub async fn get(State(app): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, Error> {
+    let n = name.clone();
+    let rows = blocking(move || app.store.read(|c| data::versions(c, &n))).await?;
+    if rows.is_empty() {
+        return Err(Error::not_found(format!("no dataset named `{name}`")));
+    }
+    Ok(Json(json!({ "name": name, "versions": rows })))
+}
