@@ -27,10 +27,6 @@ impl Client {
         Client { base: base.trim_end_matches('/').to_string(), agent }
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     fn check(&self, what: &str, mut resp: ureq::http::Response<ureq::Body>) -> anyhow::Result<Value> {
         let status = resp.status();
         let text = resp.body_mut().read_to_string().unwrap_or_default();

@@ -19,7 +19,6 @@ pub struct LockInfo {
 /// Held for the life of the owning process; the OS drops the lock if the process dies.
 pub struct DataDirLock {
     file: File,
-    path: PathBuf,
 }
 
 pub enum Acquire {
@@ -37,7 +36,7 @@ pub fn acquire(data_dir: &Path) -> std::io::Result<Acquire> {
     let path = lock_path(data_dir);
     let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
     match file.try_lock() {
-        Ok(()) => Ok(Acquire::Owned(DataDirLock { file, path })),
+        Ok(()) => Ok(Acquire::Owned(DataDirLock { file })),
         Err(std::fs::TryLockError::WouldBlock) => {
             let mut text = String::new();
             file.read_to_string(&mut text)?;
@@ -54,10 +53,6 @@ impl DataDirLock {
         self.file.rewind()?;
         self.file.write_all(serde_json::to_string(info).unwrap_or_default().as_bytes())?;
         self.file.sync_data()
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

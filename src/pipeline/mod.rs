@@ -24,12 +24,6 @@ pub struct Plan {
     pub topo: Vec<usize>,
 }
 
-impl Plan {
-    pub fn task(&self, id: &str) -> Option<&Task> {
-        self.index.get(id).map(|&i| &self.spec.tasks[i])
-    }
-}
-
 /// Parse and validate a pipeline file's text; `file` names it in error messages.
 pub fn load(file: &str, yaml: &str, ops: &crate::ops::Registry) -> Result<Plan, SpecErrors> {
     let (spec, mut errors) = spec::parse(yaml);
