@@ -45,8 +45,11 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/datasets", get(datasets::list))
         .route("/api/v1/datasets/{name}", get(datasets::get))
         .fallback(not_found)
-        .layer(axum::middleware::map_response(json_errors))
+        // A declared Content-Length over the limit is refused before any of the body is read; a chunked
+        // body is cut off by the extractors' DefaultBodyLimit once it passes the limit.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_response(json_errors))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(300),

@@ -97,6 +97,21 @@ impl TestServer {
         Self::finish(Self::agent().post(&format!("{}{path}", self.base)).send(body.as_ref()).expect("POST"))
     }
 
+    /// Sends only the head of a POST that declares `len` body bytes, and reads the answer.
+    pub fn post_headers_only(&self, path: &str, len: usize) -> (u16, Value) {
+        use std::io::{Read, Write};
+        let addr = self.base.trim_start_matches("http://");
+        let mut sock = std::net::TcpStream::connect(addr).expect("connect");
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        write!(sock, "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        let _ = sock.read_to_string(&mut text);
+        let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        (status, serde_json::from_str(body).unwrap_or(Value::String(text.clone())))
+    }
+
     pub fn apply(&self, yaml: &str) {
         let (s, v) = self.post_raw("/api/v1/pipelines", yaml);
         assert!(s == 201 || s == 200, "apply failed: {s} {v}");
