@@ -2,6 +2,8 @@
 //! name (`datasets` table). Ops produce them into their artifacts dir and hand a [`DatasetRef`]
 //! on through their outputs; downstream ops read them back by hash.
 
+pub mod stats;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -157,4 +159,64 @@ pub fn versions(c: &rusqlite::Connection, name: &str) -> crate::error::Result<Ve
     let sql = format!("SELECT {VERSION_COLS} FROM datasets WHERE name = ?1 ORDER BY version DESC");
     let mut st = c.prepare_cached(&sql)?;
     Ok(st.query_map([name], version_row)?.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Store the statistics `validate` computed for a dataset version (replacing earlier ones).
+pub fn save_stats(
+    store: &Store,
+    r: &DatasetRef,
+    stats: &stats::Stats,
+    anomalies: &[stats::Anomaly],
+    baseline: Option<String>,
+    run: (i64, &str),
+) -> Result<(), String> {
+    let (name, version, task, run_id) = (r.name.clone(), r.version, run.1.to_string(), run.0);
+    let (body, schema) = (serde_json::to_string(stats).map_err(|e| e.to_string())?, stats.schema().to_string());
+    let anomalies = serde_json::to_string(anomalies).map_err(|e| e.to_string())?;
+    store
+        .write(move |tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO dataset_stats (name, version, stats, schema, anomalies, baseline, run_id, task_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![name, version, body, schema, anomalies, baseline, run_id, task, store::now_us()],
+            )?;
+            Ok(())
+        })
+        .map_err(|e| e.message)
+}
+
+/// Statistics of the newest validated version of `name` older than `version`.
+pub fn previous_stats(
+    c: &rusqlite::Connection,
+    name: &str,
+    version: i64,
+) -> crate::error::Result<Option<(i64, stats::Stats)>> {
+    let row: Option<(i64, String)> = c
+        .query_row(
+            "SELECT version, stats FROM dataset_stats WHERE name = ?1 AND version < ?2 ORDER BY version DESC LIMIT 1",
+            params![name, version],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(row.and_then(|(v, s)| serde_json::from_str(&s).ok().map(|s| (v, s))))
+}
+
+/// What `validate` recorded for one version: statistics, inferred schema, anomalies and baseline.
+pub fn stats_of(c: &rusqlite::Connection, name: &str, version: i64) -> crate::error::Result<Option<Value>> {
+    let row: Option<(String, String, String, Option<String>, i64)> = c
+        .query_row(
+            "SELECT stats, schema, anomalies, baseline, created_at FROM dataset_stats WHERE name = ?1 AND version = ?2",
+            params![name, version],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()?;
+    Ok(row.map(|(s, sc, a, b, t)| {
+        json!({
+            "statistics": serde_json::from_str::<Value>(&s).unwrap_or(Value::Null),
+            "schema": serde_json::from_str::<Value>(&sc).unwrap_or(Value::Null),
+            "anomalies": serde_json::from_str::<Value>(&a).unwrap_or(Value::Null),
+            "baseline": b,
+            "created_at": t,
+        })
+    }))
 }

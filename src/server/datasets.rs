@@ -21,3 +21,18 @@ pub async fn get(State(app): State<AppState>, Path(name): Path<String>) -> Resul
     }
     Ok(Json(json!({ "name": name, "versions": rows })))
 }
+
+/// What `validate` recorded for one version: statistics, inferred schema, anomalies.
+pub async fn stats(
+    State(app): State<AppState>,
+    Path((name, version)): Path<(String, i64)>,
+) -> Result<Json<Value>, Error> {
+    let n = name.clone();
+    let found = blocking(move || app.store.read(|c| data::stats_of(c, &n, version))).await?;
+    match found {
+        Some(v) => Ok(Json(v)),
+        None => Err(Error::not_found(format!(
+            "no statistics for dataset `{name}` v{version}; a `validate` task computes them"
+        ))),
+    }
+}

@@ -5,6 +5,7 @@
 //! each stays all-or-nothing) and answers each job only after the commit: a caller that got `Ok`
 //! knows its change is in the WAL.
 
+pub mod experiments;
 pub mod pipelines;
 pub mod runs;
 
@@ -17,7 +18,11 @@ use rusqlite::{Connection, OpenFlags, Transaction};
 
 use crate::error::{Error, Result};
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_datasets.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_datasets.sql"),
+    include_str!("migrations/0003_tracking.sql"),
+];
 const READERS: usize = 4;
 const MAX_BATCH: usize = 128;
 
