@@ -221,6 +221,16 @@ pub(super) fn runs(cmd: &RunsCmd, conn: &Connection) -> anyhow::Result<ExitCode>
             c.post(&format!("/api/v1/runs/{id}/cancel"), &json!({}))?;
             say!("run {id}: cancel requested");
         }
+        RunsCmd::Compare { ids, experiments, json } => {
+            let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+            let key = if *experiments { "ids" } else { "runs" };
+            let r = c.get(&format!("/api/v1/experiments/compare?{key}={}", list.join(",")))?;
+            if *json {
+                say!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            print_comparison(&r);
+        }
         RunsCmd::Resume { id, wait } => {
             let r = c.post(&format!("/api/v1/runs/{id}/resume"), &json!({}))?;
             say!("run {id}: resuming {} tasks", r["reset_tasks"]);
@@ -277,4 +287,36 @@ pub(super) fn pipelines(cmd: &PipelinesCmd, conn: &Connection) -> anyhow::Result
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The compare table: one column per experiment, params first (`*` marks those that differ).
+fn print_comparison(r: &Value) {
+    let heads = r["experiments"].as_array().cloned().unwrap_or_default();
+    let cell = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::Number(n) => n.as_f64().map(|f| format!("{}", (f * 1e6).round() / 1e6)).unwrap_or_default(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut line = format!("{:<28}", "");
+    for h in &heads {
+        let label = format!("run {} {}", h["run_id"], h["task_id"].as_str().unwrap_or(""));
+        let label = match h["map_index"].as_i64() {
+            Some(i) if i >= 0 => format!("{label}[{i}]"),
+            _ => label,
+        };
+        line += &format!(" {label:>22}");
+    }
+    say!("{line}");
+    for (section, key) in [("params", "params"), ("metrics", "metrics")] {
+        say!("{section}:");
+        for (name, v) in r[key].as_object().into_iter().flatten() {
+            let mark = if v["differs"].as_bool() == Some(true) { "*" } else { " " };
+            let mut line = format!("{mark} {:<26}", name);
+            for x in v["values"].as_array().into_iter().flatten() {
+                line += &format!(" {:>22}", cell(x));
+            }
+            say!("{line}");
+        }
+    }
 }

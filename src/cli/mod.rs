@@ -172,6 +172,18 @@ pub enum RunsCmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Compare the tracked training experiments of several runs side by side: params (differences
+    /// marked) and metrics.
+    Compare {
+        /// Run ids (every experiment in them), or experiment ids with --experiments.
+        #[arg(required = true, num_args = 1..)]
+        ids: Vec<i64>,
+        /// The ids are experiment ids, not run ids.
+        #[arg(long)]
+        experiments: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,6 +1,7 @@
 //! The HTTP API: router, shared state, body limits and the JSON error shape. One file per URL family.
 
 mod datasets;
+pub mod experiments;
 mod pipelines;
 mod runs;
 mod sse;
@@ -44,6 +45,11 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/runs/{id}/tasks/{task}/logs/follow", get(sse::follow_log))
         .route("/api/v1/datasets", get(datasets::list))
         .route("/api/v1/datasets/{name}", get(datasets::get))
+        .route("/api/v1/datasets/{name}/versions/{version}/stats", get(datasets::stats))
+        .route("/api/v1/experiments", get(experiments::list))
+        .route("/api/v1/experiments/compare", get(experiments::compare))
+        .route("/api/v1/experiments/{id}", get(experiments::get))
+        .route("/api/v1/experiments/{id}/metrics/{key}", get(experiments::history))
         .fallback(not_found)
         // A declared Content-Length over the limit is refused before any of the body is read; a chunked
         // body is cut off by the extractors' DefaultBodyLimit once it passes the limit.
