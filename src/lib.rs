@@ -14,3 +14,4 @@ pub mod ops;
 pub mod pipeline;
 pub mod server;
 pub mod store;
+pub mod train;

@@ -2,6 +2,7 @@
 //! server on one data dir, and engine properties on random DAGs.
 
 mod common;
+mod ml;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -655,10 +656,6 @@ fn background_processes_die_with_their_task_and_template_errors_fail_cleanly() {
     // The scheduler is still healthy after that.
     s.apply("name: fine\ntasks:\n  - id: t\n    op: noop\n");
     assert_eq!(s.wait_run(s.trigger("fine", json!({})), 20)["run"]["state"], "success");
-}
-
-fn sample(path: &str) -> String {
-    format!("{}/sample-data/{path}", env!("CARGO_MANIFEST_DIR"))
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! checked when a spec is loaded. Adding an op = one file here + one line in [`Registry::builtin`].
 
 mod branch;
+mod evaluate;
+mod forecast;
 mod http;
 mod ingest;
 mod noop;
@@ -9,6 +11,8 @@ mod sensor;
 mod shell;
 mod split;
 mod sql;
+mod train;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -203,6 +207,10 @@ impl Registry {
         r.add(ingest::Ingest);
         r.add(sql::Sql);
         r.add(split::Split);
+        r.add(validate::Validate);
+        r.add(train::Train);
+        r.add(evaluate::Evaluate);
+        r.add(forecast::Forecast);
         r
     }
 

@@ -166,3 +166,8 @@ pub fn wait_app_run(app: &App, id: i64, secs: u64) -> String {
         matches!(r.state.as_str(), "success" | "failed" | "cancelled").then_some(r.state)
     })
 }
+
+/// Absolute path of a file under `sample-data/`.
+pub fn sample(path: &str) -> String {
+    format!("{}/sample-data/{path}", env!("CARGO_MANIFEST_DIR"))
+}

@@ -1,0 +1,303 @@
+//! The LSTM forecaster family: training over windows of several series, the model artifact
+//! (network + window spec + per-series normalization), multi-step forecasts, and evaluation rows
+//! with the naive and seasonal-naive baselines.
+
+use std::collections::BTreeMap;
+
+use burn::prelude::*;
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::metrics::EvalRow;
+use super::models::Forecaster;
+use super::windows::{SeriesNorm, WindowSpec};
+use super::{Fit, FitConfig, Fitted, Rng, floats, gather_f32, to_vec};
+
+/// `train` parameters for `model: lstm`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LstmParams {
+    #[serde(default)]
+    pub series: Option<String>,
+    pub time: String,
+    pub target: String,
+    #[serde(default = "log_return")]
+    pub features: Vec<String>,
+    #[serde(default = "d_window")]
+    pub window: usize,
+    #[serde(default = "d_horizon")]
+    pub horizon: usize,
+    #[serde(default = "d_hidden")]
+    pub hidden: usize,
+    #[serde(default = "one")]
+    pub layers: usize,
+    #[serde(default)]
+    pub dropout: f64,
+    #[serde(default = "d_epochs")]
+    pub epochs: usize,
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    #[serde(default = "d_lr")]
+    pub learning_rate: f64,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "d_patience")]
+    pub patience: usize,
+}
+
+fn log_return() -> Vec<String> {
+    vec!["log_return".into()]
+}
+fn d_window() -> usize {
+    30
+}
+fn d_horizon() -> usize {
+    10
+}
+fn d_hidden() -> usize {
+    32
+}
+fn one() -> usize {
+    1
+}
+fn d_epochs() -> usize {
+    20
+}
+fn d_batch() -> usize {
+    128
+}
+fn d_lr() -> f64 {
+    1e-3
+}
+fn d_patience() -> usize {
+    5
+}
+
+/// Network shape, stored in the artifact.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Net {
+    pub features: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub horizon: usize,
+}
+
+impl Net {
+    pub fn make(&self, device: &Device) -> Forecaster {
+        Forecaster::new(self.features, self.hidden, self.layers, self.horizon, device)
+    }
+}
+
+/// A trained forecaster with everything needed to use it.
+pub struct LstmModel {
+    pub spec: WindowSpec,
+    pub norms: BTreeMap<String, SeriesNorm>,
+    pub net: Net,
+    pub model: Forecaster,
+}
+
+/// Stacked windows of several series.
+struct Stack {
+    x: Vec<f32>,
+    y: Vec<f32>,
+    n: usize,
+}
+
+fn stack(spec: &WindowSpec, df: &DataFrame, norms: &BTreeMap<String, SeriesNorm>) -> Result<Stack, String> {
+    let mut s = Stack { x: vec![], y: vec![], n: 0 };
+    for series in spec.series(df)? {
+        let Some(norm) = norms.get(&series.key) else { continue };
+        for w in spec.windows(&series, norm) {
+            s.x.extend(w.x);
+            s.y.extend(w.y);
+            s.n += 1;
+        }
+    }
+    Ok(s)
+}
+
+pub struct Trained {
+    pub header: Value,
+    pub weights: Vec<u8>,
+    pub fitted: Fitted<Forecaster>,
+    pub train_windows: usize,
+    pub val_windows: usize,
+}
+
+/// Train on `train`, choose the best epoch on `validation`. Normalization is fitted per series
+/// on `train` only.
+pub fn train(
+    p: &LstmParams,
+    train: &DataFrame,
+    validation: &DataFrame,
+    hooks: super::Hooks<'_>,
+) -> Result<Trained, String> {
+    if p.window < 2 || p.horizon < 1 || p.features.is_empty() {
+        return Err("window must be ≥ 2, horizon ≥ 1, and features non-empty".into());
+    }
+    let spec = WindowSpec {
+        series_column: p.series.clone(),
+        time_column: p.time.clone(),
+        target: p.target.clone(),
+        features: p.features.clone(),
+        window: p.window,
+        horizon: p.horizon,
+    };
+    let series = spec.series(train)?;
+    let norms: BTreeMap<String, SeriesNorm> = series.iter().map(|s| (s.key.clone(), spec.fit_norm(s))).collect();
+    let tr = stack(&spec, train, &norms)?;
+    let va = stack(&spec, validation, &norms)?;
+    if tr.n == 0 {
+        return Err(format!(
+            "no training windows: each series needs more than window + horizon = {} rows",
+            p.window + p.horizon
+        ));
+    }
+    if va.n == 0 {
+        return Err("no validation windows: the validation split is shorter than window + horizon".into());
+    }
+    let net = Net { features: p.features.len(), hidden: p.hidden, layers: p.layers, horizon: p.horizon };
+    let config = FitConfig {
+        epochs: p.epochs,
+        batch_size: p.batch_size,
+        learning_rate: p.learning_rate,
+        seed: p.seed,
+        patience: p.patience,
+    };
+    let (w, f, h) = (p.window, p.features.len(), p.horizon);
+    let dropout = p.dropout as f32;
+    let train_dev = super::device().autodiff();
+    let batch_loss = |m: &Forecaster, rows: &[usize], rng: &mut Rng| -> Tensor<1> {
+        let b = rows.len();
+        let x = floats(gather_f32(&tr.x, w * f, rows), [b, w, f], &train_dev);
+        let y = floats(gather_f32(&tr.y, h, rows), [b, h], &train_dev);
+        let mut drop = |t: Tensor<3>| {
+            if dropout <= 0.0 {
+                return t;
+            }
+            let dims = t.dims();
+            let keep = 1.0 - dropout;
+            let mask: Vec<f32> =
+                (0..dims.iter().product::<usize>()).map(|_| if rng.unit() < keep { 1.0 / keep } else { 0.0 }).collect();
+            t * floats(mask, dims, &train_dev)
+        };
+        let pred = m.forward(x, &mut drop);
+        (pred - y).square().mean()
+    };
+    let eval_dev = super::device();
+    let val_loss = |m: &Forecaster| mse_windows(m, &va, w, f, h, &eval_dev);
+    let make = |d: &Device| net.make(d);
+    let fitted = super::fit(Fit {
+        config: &config,
+        train_rows: tr.n,
+        checkpoint: hooks.checkpoint,
+        make: &make,
+        batch_loss: &batch_loss,
+        val_loss: &val_loss,
+        on_epoch: hooks.on_epoch,
+        on_resume: hooks.on_resume,
+        stopped: hooks.stopped,
+    })?;
+    let weights = super::to_bytes(&fitted.model)?;
+    let header = json!({
+        "format": "mlbox-model",
+        "kind": "lstm",
+        "spec": spec,
+        "norms": norms,
+        "net": net,
+        "fit": config,
+        "signature": {
+            "inputs": [{"name": "window", "datatype": "FP32", "shape": [-1, p.window, p.features.len()],
+                        "features": p.features, "series": norms.keys().collect::<Vec<_>>()}],
+            "outputs": [{"name": "log_return", "datatype": "FP32", "shape": [-1, p.horizon]}],
+        },
+    });
+    Ok(Trained { header, weights, fitted, train_windows: tr.n, val_windows: va.n })
+}
+
+fn mse_windows(m: &Forecaster, s: &Stack, w: usize, f: usize, h: usize, device: &Device) -> f64 {
+    let mut sum = 0.0;
+    for start in (0..s.n).step_by(1024) {
+        let rows: Vec<usize> = (start..(start + 1024).min(s.n)).collect();
+        let x = floats(gather_f32(&s.x, w * f, &rows), [rows.len(), w, f], device);
+        let pred = to_vec(m.forward(x, &mut |t| t));
+        let y = gather_f32(&s.y, h, &rows);
+        sum += pred.iter().zip(&y).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>();
+    }
+    sum / (s.n * h).max(1) as f64
+}
+
+impl LstmModel {
+    pub fn load(header: &Value, weights: &[u8]) -> Result<LstmModel, String> {
+        let spec: WindowSpec = serde_json::from_value(header["spec"].clone()).map_err(|e| format!("bad model: {e}"))?;
+        let norms = serde_json::from_value(header["norms"].clone()).map_err(|e| format!("bad model: {e}"))?;
+        let net: Net = serde_json::from_value(header["net"].clone()).map_err(|e| format!("bad model: {e}"))?;
+        let model = super::from_bytes(net.make(&super::device()), weights)?;
+        Ok(LstmModel { spec, norms, net, model })
+    }
+
+    /// Predicted normalized log returns for windows (row-major [n, W, F]).
+    fn predict(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let (w, f) = (self.spec.window, self.net.features);
+        let device = super::device();
+        let mut out = Vec::with_capacity(n * self.net.horizon);
+        for start in (0..n).step_by(1024) {
+            let rows: Vec<usize> = (start..(start + 1024).min(n)).collect();
+            let t = floats(gather_f32(x, w * f, &rows), [rows.len(), w, f], &device);
+            out.extend(to_vec(self.model.forward(t, &mut |t| t)));
+        }
+        out
+    }
+
+    /// Forecast the next `horizon` steps after the last row of every known series.
+    pub fn forecast(&self, df: &DataFrame) -> Result<Vec<Value>, String> {
+        let mut out = Vec::new();
+        for s in self.spec.series(df)? {
+            let Some(norm) = self.norms.get(&s.key) else { continue };
+            let feats = self.spec.feature_matrix(&s);
+            let t = s.target.len().saturating_sub(1);
+            let Some(x) = self.spec.input_at(&feats, norm, t) else { continue };
+            let pred = self.predict(&x, 1);
+            let last = s.target[t];
+            for (k, r) in pred.iter().enumerate() {
+                let price = last * (f64::from(*r) * norm.return_std).exp();
+                out.push(json!({
+                    "series": s.key, "from": s.times[t], "step": k + 1, "last": last,
+                    "forecast": price, "return": price / last - 1.0,
+                }));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One evaluation row per (window, horizon step): the true value, the model's, and the
+    /// baselines' (naive last value, seasonal naive with period `season`).
+    pub fn eval_rows(&self, df: &DataFrame, season: usize) -> Result<Vec<EvalRow>, String> {
+        let mut rows = Vec::new();
+        let h = self.net.horizon;
+        for s in self.spec.series(df)? {
+            let Some(norm) = self.norms.get(&s.key) else { continue };
+            let wins = self.spec.windows(&s, norm);
+            let x: Vec<f32> = wins.iter().flat_map(|w| w.x.iter().copied()).collect();
+            let pred = self.predict(&x, wins.len());
+            for (i, w) in wins.iter().enumerate() {
+                let last = s.target[w.t];
+                for k in 1..=h {
+                    let back = season * k.div_ceil(season);
+                    let seasonal = if w.t + k >= back { s.target[w.t + k - back] } else { last };
+                    rows.push(EvalRow {
+                        slice: s.key.clone(),
+                        step: k,
+                        y: s.target[w.t + k],
+                        pred: last * (f64::from(pred[i * h + k - 1]) * norm.return_std).exp(),
+                        baselines: vec![last, seasonal],
+                    });
+                }
+            }
+        }
+        Ok(rows)
+    }
+}
+
+pub const BASELINES: [&str; 2] = ["naive", "seasonal_naive"];
