@@ -104,7 +104,8 @@ pub struct WideDeepModel {
     pub model: WideDeep,
 }
 
-fn deep_offsets(deep: &mut [i64]) {
+/// Turn per-field deep indices into rows of the one shared embedding table.
+pub fn deep_offsets(deep: &mut [i64]) {
     let mut off = [0i64; 4];
     for i in 1..4 {
         off[i] = off[i - 1] + DEEP_SIZES[i - 1] as i64;
