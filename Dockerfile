@@ -45,6 +45,9 @@ COPY --from=build /mlbox /mlbox
 COPY pipelines /pipelines
 # The data dir must belong to the runtime user; a new named volume copies this ownership.
 COPY --from=build --chown=65532:65532 /empty /data
+# The demo pipelines read `sample-data/...` relative to the working dir (/data). A new named volume
+# gets a copy; with a bind mount, copy sample-data/ into it yourself or set the `source` param.
+COPY --chown=65532:65532 sample-data /data/sample-data
 
 USER 65532:65532
 # Tasks run here unless they set `cwd`; an mlbox.toml placed in /data is read at start.

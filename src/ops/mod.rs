@@ -12,6 +12,7 @@ mod shell;
 mod split;
 mod sql;
 mod train;
+mod tune;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -162,6 +163,8 @@ pub struct TaskContext {
     pub stop: StopSignal,
     /// The metadata store, for ops that record what they made (dataset versions).
     pub store: crate::store::Store,
+    /// Executor slots this task holds (`threads` in the spec): ops that can work in parallel use this many.
+    pub threads: usize,
     /// The data dir: the content store of artifacts and datasets lives under it.
     pub data_dir: PathBuf,
 }
@@ -211,6 +214,7 @@ impl Registry {
         r.add(train::Train);
         r.add(evaluate::Evaluate);
         r.add(forecast::Forecast);
+        r.add(tune::Tune);
         r
     }
 

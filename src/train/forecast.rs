@@ -166,23 +166,23 @@ pub fn train(
         patience: p.patience,
     };
     let (w, f, h) = (p.window, p.features.len(), p.horizon);
-    let dropout = p.dropout as f32;
+    let (dropout, hidden) = (p.dropout as f32, p.hidden);
     let train_dev = super::device().autodiff();
     let batch_loss = |m: &Forecaster, rows: &[usize], rng: &mut Rng| -> Tensor<1> {
         let b = rows.len();
         let x = floats(gather_f32(&tr.x, w * f, rows), [b, w, f], &train_dev);
         let y = floats(gather_f32(&tr.y, h, rows), [b, h], &train_dev);
-        let mut drop = |t: Tensor<3>| {
-            if dropout <= 0.0 {
-                return t;
-            }
-            let dims = t.dims();
+        let masks: Option<Vec<Tensor<2>>> = (dropout > 0.0).then(|| {
             let keep = 1.0 - dropout;
-            let mask: Vec<f32> =
-                (0..dims.iter().product::<usize>()).map(|_| if rng.unit() < keep { 1.0 / keep } else { 0.0 }).collect();
-            t * floats(mask, dims, &train_dev)
-        };
-        let pred = m.forward(x, &mut drop);
+            (0..m.layers())
+                .map(|_| {
+                    let mask: Vec<f32> =
+                        (0..b * hidden).map(|_| if rng.unit() < keep { 1.0 / keep } else { 0.0 }).collect();
+                    floats(mask, [b, hidden], &train_dev)
+                })
+                .collect()
+        });
+        let pred = m.forward(x, masks.as_deref());
         (pred - y).square().mean()
     };
     let eval_dev = super::device();
@@ -221,7 +221,7 @@ fn mse_windows(m: &Forecaster, s: &Stack, w: usize, f: usize, h: usize, device: 
     for start in (0..s.n).step_by(1024) {
         let rows: Vec<usize> = (start..(start + 1024).min(s.n)).collect();
         let x = floats(gather_f32(&s.x, w * f, &rows), [rows.len(), w, f], device);
-        let pred = to_vec(m.forward(x, &mut |t| t));
+        let pred = to_vec(m.forward(x, None));
         let y = gather_f32(&s.y, h, &rows);
         sum += pred.iter().zip(&y).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>();
     }
@@ -245,7 +245,7 @@ impl LstmModel {
         for start in (0..n).step_by(1024) {
             let rows: Vec<usize> = (start..(start + 1024).min(n)).collect();
             let t = floats(gather_f32(x, w * f, &rows), [rows.len(), w, f], &device);
-            out.extend(to_vec(self.model.forward(t, &mut |t| t)));
+            out.extend(to_vec(self.model.forward(t, None)));
         }
         out
     }
@@ -301,3 +301,80 @@ impl LstmModel {
 }
 
 pub const BASELINES: [&str; 2] = ["naive", "seasonal_naive"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crypto() -> DataFrame {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/sample-data/crypto/daily_ohlcv.parquet");
+        let df = ParquetReader::new(std::fs::File::open(path).unwrap()).finish().unwrap();
+        let mut ctx = polars::sql::SQLContext::new();
+        ctx.register("p", df.lazy());
+        ctx.execute(
+            "SELECT symbol, date, AVG(close) AS close, AVG(volume) AS volume FROM p \
+             WHERE exchange = 'coinbase-pro' AND close > 0 GROUP BY symbol, date ORDER BY date, symbol",
+        )
+        .and_then(|l| l.collect())
+        .unwrap()
+    }
+
+    fn fit(p: &LstmParams, tr: &DataFrame, va: &DataFrame) -> Trained {
+        let dir = tempfile::tempdir().unwrap();
+        let hooks = super::super::Hooks {
+            checkpoint: dir.path().join("c"),
+            on_epoch: &mut |_| {},
+            on_resume: &mut |_| {},
+            stopped: &|| None,
+        };
+        train(p, tr, va, hooks).unwrap()
+    }
+
+    /// No look-ahead through normalization: the scales come from the training split alone, so
+    /// wild values in the validation split (the future) leave them — and the first epoch's
+    /// weights — exactly as they were.
+    #[test]
+    fn normalization_never_sees_the_validation_split() {
+        let df = crypto();
+        let n = df.height();
+        let (tr, va) = (df.slice(0, n * 8 / 10), df.slice((n * 8 / 10) as i64, n / 10));
+        let p: LstmParams = serde_json::from_value(serde_json::json!({
+            "series": "symbol", "time": "date", "target": "close", "features": ["log_return", "log:volume"],
+            "window": 10, "horizon": 3, "hidden": 4, "epochs": 1, "batch_size": 256, "seed": 1
+        }))
+        .unwrap();
+        let a = fit(&p, &tr, &va);
+        let poisoned =
+            va.clone().lazy().with_columns([col("close") * lit(1000.0), col("volume") * lit(1e6)]).collect().unwrap();
+        let b = fit(&p, &tr, &poisoned);
+        assert_eq!(a.header["norms"], b.header["norms"]);
+        assert_ne!(a.fitted.history[0].val_loss, b.fitted.history[0].val_loss, "the poison did reach validation");
+        assert_eq!(super::super::weights_digest(&a.fitted.model), super::super::weights_digest(&b.fitted.model));
+        // And the normalization is exactly what the training rows alone give.
+        let spec: WindowSpec = serde_json::from_value(a.header["spec"].clone()).unwrap();
+        for s in spec.series(&tr).unwrap() {
+            assert_eq!(a.header["norms"][&s.key], serde_json::to_value(spec.fit_norm(&s)).unwrap());
+        }
+    }
+}
+
+#[cfg(test)]
+mod stacked {
+    use super::*;
+    use crate::train::models::Forecaster;
+
+    #[test]
+    fn stacked_layers_with_dropout_masks_run_forward_and_backward() {
+        let dev = crate::train::device().autodiff();
+        let m = Forecaster::new(2, 6, 2, 3, &dev);
+        let x = floats(vec![0.1; 4 * 5 * 2], [4, 5, 2], &dev);
+        let masks = vec![floats(vec![2.0; 4 * 6], [4, 6], &dev), floats(vec![0.0; 4 * 6], [4, 6], &dev)];
+        let y = m.forward(x.clone(), Some(&masks));
+        assert_eq!(y.dims(), [4, 3]);
+        let _ = y.sum().backward();
+        // With the last layer fully dropped the head sees zeros: the output is its bias alone.
+        let a = to_vec(m.forward(x.clone(), Some(&masks)));
+        let zero_in = to_vec(m.forward(floats(vec![9.0; 4 * 5 * 2], [4, 5, 2], &dev), Some(&masks)));
+        assert_eq!(a, zero_in);
+    }
+}

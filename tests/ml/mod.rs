@@ -336,3 +336,55 @@ fn a_training_killed_with_kill_9_resumes_from_its_checkpoint() {
     assert_eq!(tr2["resumed_from_epoch"], Value::Null);
     assert_eq!(tr2["weights_sha256"], tr["weights_sha256"], "resuming changed the result");
 }
+
+#[test]
+fn tune_runs_tracked_trials_in_parallel_and_keeps_the_best() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path());
+    let yaml = crypto_pipeline().replace(
+        "  - id: gate\n",
+        r#"  - id: tune
+    op: tune
+    depends_on: [split]
+    threads: 2
+    with:
+      model: lstm
+      train: "${{ tasks.split.outputs.train }}"
+      validation: "${{ tasks.split.outputs.validation }}"
+      params: {series: symbol, time: date, target: close, window: 14, horizon: 5, epochs: 2, batch_size: 64, seed: 1}
+      space: {hidden: [4, 8], learning_rate: [0.001, 0.01]}
+  - id: tuned_gate
+    op: evaluate
+    depends_on: [tune]
+    with:
+      model: "${{ tasks.tune.outputs.model }}"
+      dataset: "${{ tasks.split.outputs.validation }}"
+      gates: [{metric: mae, beat: naive}]
+  - id: gate
+"#,
+    );
+    s.apply(&yaml);
+    let run = s.wait_run(s.trigger("fc", json!({})), 300);
+    assert_eq!(run["run"]["state"], "success", "{run}");
+    let t = &task(&run, "tune")["outputs"];
+    let trials = t["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 4, "the 2 × 2 grid: {t}");
+    let losses: Vec<f64> = trials.iter().map(|x| x["val_loss"].as_f64().unwrap()).collect();
+    let min = losses.iter().copied().fold(f64::INFINITY, f64::min);
+    assert_eq!(t["best"]["val_loss"].as_f64().unwrap(), min, "the best trial has the lowest val_loss");
+    assert_eq!(t["model"], t["best"]["model"]);
+    let parent = t["experiment"].as_i64().unwrap();
+    let (_, kids) = s.get(&format!("/api/v1/experiments?parent={parent}&order=metrics.best_val_loss"));
+    let kids = kids["experiments"].as_array().unwrap();
+    assert_eq!(kids.len(), 4, "each trial is a tracked child experiment");
+    assert!(kids.iter().all(|k| k["kind"] == "trial" && k["state"] == "success"));
+    assert_eq!(kids[0]["metrics"]["best_val_loss"].as_f64().unwrap(), min, "sorted by the metric");
+    let hidden: Vec<i64> = kids.iter().map(|k| k["params"]["hidden"].as_i64().unwrap()).collect();
+    assert!(hidden.contains(&4) && hidden.contains(&8));
+    assert!(task(&run, "tuned_gate")["outputs"]["metrics"]["mae"].as_f64().is_some());
+    let (st, bad) = s.post_raw(
+        "/api/v1/pipelines",
+        "name: t2\ntasks:\n  - id: t\n    op: tune\n    with: {model: lstm, train: {}, validation: {}, space: {hidden: {min: 1, max: 4}}}\n",
+    );
+    assert_eq!(st, 422, "a range needs random search: {bad}");
+}
