@@ -148,7 +148,11 @@ impl Op for Evaluate {
         for (ok, why) in &reasons {
             ctx.log.line(&format!("gate {}: {why}", if *ok { "passed" } else { "FAILED" }));
         }
-        ctx.log.line(if blessed { "blessed" } else { "not blessed" });
+        ctx.log.line(match (p.gates.is_empty(), blessed) {
+            (true, _) => "no gates to check (blessed)",
+            (false, true) => "blessed",
+            (false, false) => "not blessed",
+        });
 
         if let Some(exp) = p.model.experiment {
             let m: BTreeMap<String, f64> = report["metrics"]
