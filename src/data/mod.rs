@@ -161,7 +161,8 @@ pub fn versions(c: &rusqlite::Connection, name: &str) -> crate::error::Result<Ve
     Ok(st.query_map([name], version_row)?.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Store the statistics `validate` computed for a dataset version (replacing earlier ones).
+/// Store the statistics a `validate` task computed for a dataset version (a retry of the same
+/// task replaces its own row).
 pub fn save_stats(
     store: &Store,
     r: &DatasetRef,
@@ -193,7 +194,7 @@ pub fn previous_stats(
 ) -> crate::error::Result<Option<(i64, stats::Stats)>> {
     let row: Option<(i64, String)> = c
         .query_row(
-            "SELECT version, stats FROM dataset_stats WHERE name = ?1 AND version < ?2 ORDER BY version DESC LIMIT 1",
+            "SELECT version, stats FROM dataset_stats WHERE name = ?1 AND version < ?2 ORDER BY version DESC, id DESC LIMIT 1",
             params![name, version],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
@@ -202,16 +203,28 @@ pub fn previous_stats(
 }
 
 /// What `validate` recorded for one version: statistics, inferred schema, anomalies and baseline.
-pub fn stats_of(c: &rusqlite::Connection, name: &str, version: i64) -> crate::error::Result<Option<Value>> {
-    let row: Option<(String, String, String, Option<String>, i64)> = c
+/// The newest record, or the one a given task made (`task`, optionally with `run`).
+pub fn stats_of(
+    c: &rusqlite::Connection,
+    name: &str,
+    version: i64,
+    run: Option<i64>,
+    task: Option<&str>,
+) -> crate::error::Result<Option<Value>> {
+    type Row = (String, String, String, Option<String>, i64, Option<i64>, Option<String>);
+    let row: Option<Row> = c
         .query_row(
-            "SELECT stats, schema, anomalies, baseline, created_at FROM dataset_stats WHERE name = ?1 AND version = ?2",
-            params![name, version],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            "SELECT stats, schema, anomalies, baseline, created_at, run_id, task_id FROM dataset_stats
+             WHERE name = ?1 AND version = ?2 AND (?3 IS NULL OR run_id = ?3) AND (?4 IS NULL OR task_id = ?4)
+             ORDER BY id DESC LIMIT 1",
+            params![name, version, run, task],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
         )
         .optional()?;
-    Ok(row.map(|(s, sc, a, b, t)| {
+    Ok(row.map(|(s, sc, a, b, t, run_id, task_id)| {
         json!({
+            "run_id": run_id,
+            "task_id": task_id,
             "statistics": serde_json::from_str::<Value>(&s).unwrap_or(Value::Null),
             "schema": serde_json::from_str::<Value>(&sc).unwrap_or(Value::Null),
             "anomalies": serde_json::from_str::<Value>(&a).unwrap_or(Value::Null),

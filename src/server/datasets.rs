@@ -22,13 +22,22 @@ pub async fn get(State(app): State<AppState>, Path(name): Path<String>) -> Resul
     Ok(Json(json!({ "name": name, "versions": rows })))
 }
 
-/// What `validate` recorded for one version: statistics, inferred schema, anomalies.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    run: Option<i64>,
+    task: Option<String>,
+}
+
+/// What `validate` recorded for one version: statistics, inferred schema, anomalies. The newest
+/// record, or the one of `?task=ID` (and `&run=N`).
 pub async fn stats(
     State(app): State<AppState>,
     Path((name, version)): Path<(String, i64)>,
+    axum::extract::Query(q): axum::extract::Query<StatsQuery>,
 ) -> Result<Json<Value>, Error> {
     let n = name.clone();
-    let found = blocking(move || app.store.read(|c| data::stats_of(c, &n, version))).await?;
+    let found = blocking(move || app.store.read(|c| data::stats_of(c, &n, version, q.run, q.task.as_deref()))).await?;
     match found {
         Some(v) => Ok(Json(v)),
         None => Err(Error::not_found(format!(

@@ -70,7 +70,7 @@ tasks:
         "checked in schema order, then the columns the schema does not name"
     );
 
-    let (st, stats) = s.get("/api/v1/datasets/trips_sample/versions/1/stats");
+    let (st, stats) = s.get("/api/v1/datasets/trips_sample/versions/1/stats?task=check");
     assert_eq!(st, 200, "{stats}");
     let cols = stats["statistics"]["columns"].as_array().unwrap();
     let dist = cols.iter().find(|c| c["name"] == "trip_distance").unwrap();
@@ -90,10 +90,14 @@ tasks:
     assert_eq!(check["state"], "failed");
     let err = check["error"].as_str().unwrap();
     assert!(err.contains("trip_distance") && err.contains("PSI"), "{err}");
-    let (st, v2) = s.get("/api/v1/datasets/trips_sample/versions/2/stats");
+    // Two tasks checked version 2, against different baselines: each record is kept.
+    let (st, v2) = s.get("/api/v1/datasets/trips_sample/versions/2/stats?task=check");
     assert_eq!(st, 200);
     assert_eq!(v2["baseline"], "trips_sample v1");
     assert!(v2["anomalies"].as_array().unwrap().iter().any(|a| a["kind"] == "drift"), "{v2}");
+    let (_, other) = s.get("/api/v1/datasets/trips_sample/versions/2/stats?task=against_schema");
+    assert_eq!(other["baseline"], Value::Null, "{other}");
+    assert_eq!(other["task_id"], "against_schema");
     let (st, _) = s.get("/api/v1/datasets/trips_sample/versions/9/stats");
     assert_eq!(st, 404);
 }
@@ -315,7 +319,8 @@ fn wide_deep_on_real_taxi_trips_beats_the_mean_and_the_linear_model_per_hour() {
 fn a_training_killed_with_kill_9_resumes_from_its_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = TestServer::start(dir.path());
-    s.apply(&taxi_pipeline(6, ", batch_size: 256"));
+    // Enough epochs (and no early stop) that the kill lands long before training could end.
+    s.apply(&taxi_pipeline(16, ", batch_size: 256, patience: 0"));
     let id = s.trigger("taxi_small", json!({}));
     wait_for(300, "epoch 2 to finish", || log_of(&s, id, "train").contains("epoch 2:").then_some(()));
     s.kill9();

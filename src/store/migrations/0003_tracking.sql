@@ -1,7 +1,9 @@
 -- Dataset statistics from `validate`, and experiment tracking (issue 3).
 
--- The statistics, inferred schema and anomalies of one dataset version (the latest validate wins).
+-- The statistics, inferred schema and anomalies of a dataset version, one row per validate task
+-- that checked it (several tasks may check one version against different baselines).
 CREATE TABLE dataset_stats (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
     name            TEXT NOT NULL,
     version         INTEGER NOT NULL,
     stats           TEXT NOT NULL,
@@ -11,7 +13,7 @@ CREATE TABLE dataset_stats (
     run_id          INTEGER REFERENCES runs(id) ON DELETE SET NULL,
     task_id         TEXT,
     created_at      INTEGER NOT NULL,
-    PRIMARY KEY (name, version)
+    UNIQUE (name, version, run_id, task_id)
 );
 
 -- One tracked experiment per training task instance (and per tuning trial).
