@@ -322,7 +322,9 @@ fn a_training_killed_with_kill_9_resumes_from_its_checkpoint() {
     // Enough epochs (and no early stop) that the kill lands long before training could end.
     s.apply(&taxi_pipeline(16, ", batch_size: 256, patience: 0"));
     let id = s.trigger("taxi_small", json!({}));
-    wait_for(300, "epoch 2 to finish", || log_of(&s, id, "train").contains("epoch 2:").then_some(()));
+    // The epoch line is logged just before its checkpoint is written: once epoch 3 is in the
+    // log, the checkpoint after epoch 2 is surely on disk.
+    wait_for(300, "epoch 3 to finish", || log_of(&s, id, "train").contains("epoch 3:").then_some(()));
     s.kill9();
     let s = TestServer::start(dir.path());
     let run = s.wait_run(id, 600);
