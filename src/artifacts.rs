@@ -14,6 +14,11 @@ pub struct Stored {
     pub size: u64,
 }
 
+/// A well-formed content address: 64 lowercase hex digits (so it can never name another path).
+pub fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Where the content with this hash lives.
 pub fn path_of(data_dir: &Path, sha256: &str) -> PathBuf {
     data_dir.join("artifacts").join("sha256").join(&sha256[..2.min(sha256.len())]).join(sha256)

@@ -70,6 +70,9 @@ pub fn preview(df: &DataFrame, n: usize) -> Value {
 
 /// Read a dataset version back from the content store.
 pub fn read(data_dir: &Path, r: &DatasetRef) -> Result<DataFrame, String> {
+    if !crate::artifacts::is_sha256(&r.sha256) {
+        return Err(format!("dataset {} v{}: `{}` is not a sha256 (64 hex digits)", r.name, r.version, r.sha256));
+    }
     let path = crate::artifacts::path_of(data_dir, &r.sha256);
     let f =
         File::open(&path).map_err(|e| format!("dataset {} v{} is missing from the store ({e})", r.name, r.version))?;

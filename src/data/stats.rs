@@ -50,8 +50,12 @@ pub struct ColumnStats {
     /// (q, value) pairs for [`QUANTILES`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quantiles: Vec<(f64, f64)>,
+    /// Over this column's own range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub histogram: Option<Histogram>,
+    /// This column's values counted over the baseline's histogram edges (for PSI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_counts: Option<Vec<u64>>,
     /// The most frequent values with their counts.
     pub top: Vec<(String, u64)>,
     /// Every value with its count, for categorical columns with few distinct values.
@@ -95,8 +99,9 @@ fn kind_of(dt: &DataType) -> ColumnKind {
     }
 }
 
-/// Statistics of every column. Numeric histograms reuse the bin edges of `baseline`'s column of the
-/// same name when there is one, so the two histograms can be compared bin by bin.
+/// Statistics of every column. Numeric columns also count their values over the bin edges of
+/// `baseline`'s column of the same name, when there is one, so the two compare bin by bin; their
+/// own histogram always spans their own range (so drift keeps being visible version after version).
 pub fn profile(df: &DataFrame, baseline: Option<&Stats>) -> Result<Stats, String> {
     let mut columns = Vec::with_capacity(df.width());
     for col in df.columns() {
@@ -126,6 +131,7 @@ fn column_stats(col: &Column, edges: Option<&[f64]>) -> PolarsResult<ColumnStats
         std: None,
         quantiles: Vec::new(),
         histogram: None,
+        baseline_counts: None,
         top: Vec::new(),
         domain: None,
     };
@@ -151,11 +157,9 @@ fn column_stats(col: &Column, edges: Option<&[f64]>) -> PolarsResult<ColumnStats
                 s.mean = Some(mean);
                 s.std = Some(var.sqrt());
                 s.quantiles = QUANTILES.iter().map(|q| (*q, quantile_sorted(&v, *q))).collect();
-                let edges = match edges {
-                    Some(e) => e.to_vec(),
-                    None => equal_edges(v[0], v[v.len() - 1]),
-                };
-                s.histogram = Some(Histogram { counts: bin_counts(&v, &edges), edges });
+                let own = equal_edges(v[0], v[v.len() - 1]);
+                s.histogram = Some(Histogram { counts: bin_counts(&v, &own), edges: own });
+                s.baseline_counts = edges.filter(|e| e.len() >= 2).map(|e| bin_counts(&v, e));
             }
         }
         ColumnKind::Temporal => {
@@ -377,9 +381,9 @@ pub fn compare(base: &Stats, cur: &Stats, rules: &Rules) -> Vec<Anomaly> {
         if rules.skip_drift.iter().any(|s| s == name) {
             continue;
         }
-        match (b.kind, &b.histogram, &c.histogram, &b.domain, &c.domain) {
-            (ColumnKind::Numeric, Some(bh), Some(ch), _, _) if bh.edges == ch.edges => {
-                let d = psi(&bh.counts, &ch.counts);
+        match (b.kind, &b.histogram, &c.baseline_counts, &b.domain, &c.domain) {
+            (ColumnKind::Numeric, Some(bh), Some(cc), _, _) if bh.counts.len() == cc.len() => {
+                let d = psi(&bh.counts, cc);
                 if d > rules.psi {
                     out.push(anomaly(name, "drift", format!("`{name}` drifted: PSI {d:.3} > {}", rules.psi), Some(d)));
                 }
@@ -443,6 +447,12 @@ mod tests {
         let base = profile(&df(&xs, &cats), None).unwrap();
         let same = profile(&df(&xs, &cats), Some(&base)).unwrap();
         assert!(compare(&base, &same, &Rules::default()).is_empty());
+        // A trend: each version compared with the one before drifts, however far it has moved.
+        let far: Vec<f64> = xs.iter().map(|x| x + 1000.0).collect();
+        let farther: Vec<f64> = xs.iter().map(|x| x + 2000.0).collect();
+        let v2 = profile(&df(&far, &cats), Some(&base)).unwrap();
+        let v3 = profile(&df(&farther, &cats), Some(&v2)).unwrap();
+        assert!(compare(&v2, &v3, &Rules::default()).iter().any(|a| a.column == "x" && a.kind == "drift"));
 
         let shifted: Vec<f64> = xs.iter().map(|x| x + 60.0).collect();
         let skewed: Vec<&str> = (0..1000)

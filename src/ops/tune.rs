@@ -295,7 +295,10 @@ impl Op for Tune {
                                     file: format!("trial-{i}.mlbox"),
                                     label,
                                 };
-                                tr::fit_and_save(ctx, job).map(|s: Saved| {
+                                // A panicking trial fails alone instead of taking every trial down.
+                                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tr::fit_and_save(ctx, job)))
+                                    .unwrap_or_else(|_| Err("the trial panicked (a bug in mlbox: please report it)".into()));
+                                r.map(|s: Saved| {
                                     json!({"trial": i, "params": plan[i], "experiment": exp,
                                            "val_loss": s.best_val_loss, "model": s.model, "weights_sha256": s.weights_sha256})
                                 })
@@ -328,8 +331,17 @@ impl Op for Tune {
                     .unwrap_or(f64::INFINITY)
                     .total_cmp(&b["val_loss"].as_f64().unwrap_or(f64::INFINITY))
             })
-            .cloned()
-            .ok_or_else(|| format!("no trial finished: {}", failed.join("; ")))?;
+            .cloned();
+        let Some(best) = best else {
+            ctx.store.write_nowait(move |tx| {
+                experiments::finish(tx, parent, "failed", &BTreeMap::new(), None, store::now_us())
+            });
+            return Err(if failed.is_empty() {
+                "no trial reached a finite validation loss".to_string()
+            } else {
+                format!("no trial finished: {}", failed.join("; "))
+            });
+        };
         for f in &failed {
             ctx.log.line(f);
         }

@@ -213,8 +213,26 @@ pub fn list(c: &Connection, f: &Filter) -> Result<Vec<Experiment>> {
         if !["=", "!=", "<", "<=", ">", ">="].contains(&op.as_str()) {
             return Err(crate::error::Error::bad_request(format!("unknown comparison `{op}`")));
         }
+        // Bind what json_extract returns for the stored value: integers as integers, booleans as
+        // 1/0, other numbers as reals; columns of text compare as text.
+        let text_column = !field.starts_with("params.")
+            && !field.starts_with("metrics.")
+            && !matches!(field.as_str(), "id" | "run_id" | "created_at" | "finished_at");
         args.push(match value {
-            Value::Number(n) => n.as_f64().unwrap_or(0.0).into(),
+            _ if text_column => match value {
+                Value::String(s) => s.clone().into(),
+                Value::Number(n) if n.as_f64().is_some_and(|f| f.fract() == 0.0) => {
+                    format!("{}", n.as_f64().unwrap_or(0.0) as i64).into()
+                }
+                other => other.to_string().into(),
+            },
+            Value::Number(n) => match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9e15 => (f as i64).into(),
+                Some(f) => f.into(),
+                None => 0.0.into(),
+            },
+            Value::String(s) if s == "true" => 1i64.into(),
+            Value::String(s) if s == "false" => 0i64.into(),
             Value::String(s) => s.clone().into(),
             other => other.to_string().into(),
         });

@@ -133,6 +133,9 @@ struct CheckpointState {
     best_val: f64,
     history: Vec<EpochReport>,
     config: FitConfig,
+    /// The config as JSON text: floats do not always survive a parse exactly, text compares exactly.
+    #[serde(default)]
+    config_key: String,
 }
 
 /// A file holding a JSON header and named binary blobs, used for model artifacts and checkpoints:
@@ -229,22 +232,31 @@ pub fn fit<M: Module>(f: Fit<'_, M>) -> Result<Fitted<M>, String> {
     let train_dev = device().autodiff();
     let mut model = init_seeded(cfg.seed, &train_dev, f.make);
     let mut optim = adam();
-    let mut state =
-        CheckpointState { epoch: 0, best_epoch: 0, best_val: f64::INFINITY, history: vec![], config: cfg.clone() };
+    let config_key = serde_json::to_string(cfg).map_err(|e| e.to_string())?;
+    let mut state = CheckpointState {
+        epoch: 0,
+        best_epoch: 0,
+        best_val: f64::INFINITY,
+        history: vec![],
+        config: cfg.clone(),
+        config_key: config_key.clone(),
+    };
     let mut best = to_bytes(&model)?;
     let mut resumed_from = None;
     if let Ok(bytes) = std::fs::read(&f.checkpoint) {
-        let (header, blobs) = unpack(&bytes)?;
-        let saved: CheckpointState = serde_json::from_value(header).map_err(|e| format!("bad checkpoint: {e}"))?;
-        if saved.config == *cfg {
-            model = from_bytes((f.make)(&train_dev), blob(&blobs, "model")?)?;
-            optim = adam()
-                .from_bytes(Bytes::from_bytes_vec(blob(&blobs, "optim")?.to_vec()))
-                .map_err(|e| format!("bad optimizer checkpoint: {e:?}"))?;
-            best = blob(&blobs, "best")?.to_vec();
-            resumed_from = Some(saved.epoch);
-            (f.on_resume)(saved.epoch);
-            state = saved;
+        // A checkpoint that cannot be used (other params, an old format, a torn file) is dropped:
+        // training starts over rather than failing every retry.
+        match restore(&bytes, &config_key, f.make, &train_dev) {
+            Ok((saved, m, o, b)) => {
+                (model, optim, best) = (m, o, b);
+                resumed_from = Some(saved.epoch);
+                (f.on_resume)(saved.epoch);
+                state = saved;
+            }
+            Err(why) => {
+                tracing::warn!(checkpoint = %f.checkpoint.display(), %why, "ignoring an unusable checkpoint");
+                let _ = std::fs::remove_file(&f.checkpoint);
+            }
         }
     }
     let bs = cfg.batch_size.max(1);
@@ -295,6 +307,27 @@ pub fn fit<M: Module>(f: Fit<'_, M>) -> Result<Fitted<M>, String> {
     }
     let model = from_bytes((f.make)(&device()), &best)?;
     Ok(Fitted { model, history: state.history, best_epoch: state.best_epoch, resumed_from })
+}
+
+type Restored<M> = (CheckpointState, M, ModuleOptimizer, Vec<u8>);
+
+fn restore<M: Module>(
+    bytes: &[u8],
+    config_key: &str,
+    make: &dyn Fn(&Device) -> M,
+    device: &Device,
+) -> Result<Restored<M>, String> {
+    let (header, blobs) = unpack(bytes)?;
+    let saved: CheckpointState = serde_json::from_value(header).map_err(|e| format!("bad checkpoint: {e}"))?;
+    if saved.config_key != config_key {
+        return Err("it was written with other training params".into());
+    }
+    let model = from_bytes(make(device), blob(&blobs, "model")?)?;
+    let optim = adam()
+        .from_bytes(Bytes::from_bytes_vec(blob(&blobs, "optim")?.to_vec()))
+        .map_err(|e| format!("bad optimizer checkpoint: {e:?}"))?;
+    let best = blob(&blobs, "best")?.to_vec();
+    Ok((saved, model, optim, best))
 }
 
 fn save_checkpoint<M: Module>(
@@ -395,6 +428,9 @@ pub enum Loaded {
 }
 
 pub fn load(data_dir: &Path, r: &ModelRef) -> Result<(Value, Loaded), String> {
+    if !crate::artifacts::is_sha256(&r.sha256) {
+        return Err(format!("`{}` is not a model reference (sha256 must be 64 hex digits)", r.sha256));
+    }
     let path = crate::artifacts::path_of(data_dir, &r.sha256);
     let bytes = std::fs::read(&path).map_err(|e| format!("model {} is missing from the store ({e})", r.sha256))?;
     let (header, blobs) = unpack(&bytes)?;

@@ -165,7 +165,19 @@ pub fn train(
     let prep = TabularPrep::fit(train, p.columns.clone())?;
     let label = |v: Vec<f64>| -> Vec<f64> {
         match p.threshold {
-            Some(t) => v.into_iter().map(|x| if x > t { 1.0 } else { 0.0 }).collect(),
+            // A missing target stays missing (and is left out), never a negative.
+            Some(t) => v
+                .into_iter()
+                .map(|x| {
+                    if x.is_nan() {
+                        x
+                    } else if x > t {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                })
+                .collect(),
             None => v,
         }
     };

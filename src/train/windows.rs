@@ -59,8 +59,24 @@ impl WindowSpec {
         cols
     }
 
+    /// The numeric columns features read (`log:volume` reads `volume`; the target may be one).
+    fn feature_sources(&self) -> Result<Vec<String>, String> {
+        let mut out: Vec<String> = Vec::new();
+        for f in self.features.iter().filter(|f| *f != "log_return") {
+            let c = f.strip_prefix("log:").unwrap_or(f).to_string();
+            if c == self.time_column || Some(&c) == self.series_column.as_ref() {
+                return Err(format!("feature `{f}` reads the time or series column; features must be numeric columns"));
+            }
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
     /// Split a dataset into series, each sorted by time.
     pub fn series(&self, df: &DataFrame) -> Result<Vec<Series>, String> {
+        let sources = self.feature_sources()?;
         for c in self.raw_columns() {
             if df.column(&c).is_err() {
                 return Err(format!("the dataset has no column `{c}` (columns: {:?})", df.get_column_names()));
@@ -87,10 +103,9 @@ impl WindowSpec {
         let times = text(&self.time_column)?;
         let target = floats(&self.target)?;
         let mut raw = BTreeMap::new();
-        for c in self.raw_columns().into_iter().skip(2) {
-            if Some(&c) != self.series_column.as_ref() {
-                raw.insert(c.clone(), floats(&c)?);
-            }
+        for c in sources {
+            let v = floats(&c)?;
+            raw.insert(c, v);
         }
         let mut out: Vec<Series> = Vec::new();
         for i in 0..sorted.height() {
@@ -115,7 +130,11 @@ impl WindowSpec {
                 if f == "log_return" {
                     log_returns(&s.target)
                 } else if let Some(c) = f.strip_prefix("log:") {
-                    s.columns[c].iter().map(|x| (1.0 + x.max(0.0)).ln()).collect()
+                    // NaN (a missing value) must stay NaN: `f64::max` would turn it into 0.
+                    s.columns[c]
+                        .iter()
+                        .map(|x| if x.is_finite() { (1.0 + x.max(0.0)).ln() } else { f64::NAN })
+                        .collect()
                 } else {
                     s.columns[f.as_str()].clone()
                 }
@@ -262,5 +281,25 @@ mod tests {
         let wins = sp.windows(s_train, &sp.fit_norm(s_train));
         assert_eq!(wins.len(), 40 - 5 - 3);
         assert!(wins.iter().all(|w| w.t + 3 < 40));
+    }
+
+    /// A missing value makes its windows drop out (it is never read as 0), and a feature may
+    /// read the target column itself; the time column is refused.
+    #[test]
+    fn missing_values_skip_windows_and_the_target_can_be_a_feature() {
+        let mut sp = spec(5, 3);
+        sp.features = vec!["log_return".into(), "log:volume".into(), "close".into()];
+        let df = frame(40);
+        let mut vol: Vec<Option<f64>> = df.column("volume").unwrap().f64().unwrap().iter().collect();
+        vol[10] = None;
+        let mut df = df;
+        df.with_column(Column::new("volume".into(), vol)).unwrap();
+        let series = sp.series(&df).unwrap();
+        let b = series.iter().find(|s| s.key == "b").unwrap();
+        let wins = sp.windows(b, &sp.fit_norm(b));
+        assert!(!wins.is_empty());
+        assert!(wins.iter().all(|w| !(w.t - 4..=w.t).contains(&10)), "no window includes the missing volume");
+        sp.features = vec!["day".into()];
+        assert!(sp.series(&df).unwrap_err().contains("time or series column"));
     }
 }

@@ -307,6 +307,10 @@ fn wide_deep_on_real_taxi_trips_beats_the_mean_and_the_linear_model_per_hour() {
     let why = ev["why_not"].as_array().unwrap();
     assert_eq!(why.len(), 1, "{why:?}");
     assert!(why[0].as_str().unwrap().contains("r2"), "{why:?}");
+    let (_, lin) = s.get("/api/v1/experiments?where=params.deep=false");
+    let lin = lin["experiments"].as_array().unwrap();
+    assert_eq!(lin.len(), 1, "booleans filter as booleans: {lin:?}");
+    assert_eq!(lin[0]["task_id"], "train_linear");
     let cls = &task(&run, "evaluate_long")["outputs"];
     let auc = cls["metrics"]["auc"].as_f64().unwrap();
     assert!(auc > 0.7, "long-trip classifier AUC {auc}");
