@@ -98,30 +98,13 @@ fn main() {
         "batch_size": 512, "learning_rate": 0.001, "seed": 0, "patience": 0
     }))
     .unwrap();
-    let spec = mlbox::train::windows::WindowSpec {
-        series_column: p.series.clone(),
-        time_column: p.time.clone(),
-        target: p.target.clone(),
-        features: p.features.clone(),
-        window: p.window,
-        horizon: p.horizon,
-    };
-    let norms: std::collections::BTreeMap<_, _> =
-        spec.series(&tr).unwrap().iter().map(|s| (s.key.clone(), spec.fit_norm(s))).collect();
+    let spec = p.spec();
+    let norms = forecast::fit_norms(&spec, &tr).unwrap();
     let export = |df: &DataFrame, part: &str| -> usize {
-        let (mut x, mut y, mut n) = (Vec::new(), Vec::new(), 0);
-        for s in spec.series(df).unwrap() {
-            if let Some(norm) = norms.get(&s.key) {
-                for w in spec.windows(&s, norm) {
-                    x.extend(w.x);
-                    y.extend(w.y);
-                    n += 1;
-                }
-            }
-        }
-        write(&dir, &format!("lstm_{part}_x.f32"), &x);
-        write(&dir, &format!("lstm_{part}_y.f32"), &y);
-        n
+        let s = forecast::stack(&spec, df, &norms).unwrap();
+        write(&dir, &format!("lstm_{part}_x.f32"), &s.x);
+        write(&dir, &format!("lstm_{part}_y.f32"), &s.y);
+        s.n
     };
     let (lstm_train_n, lstm_val_n) = (export(&tr, "train"), export(&va, "val"));
     let lstm = run_hooks(&dir, "lstm", |h| {
@@ -143,10 +126,7 @@ fn main() {
     }))
     .unwrap();
     let prep = TabularPrep::fit(&ttr, Columns::default()).unwrap();
-    let ys = |df: &DataFrame| -> Vec<f64> {
-        let c = df.column("duration_min").unwrap().cast(&DataType::Float64).unwrap();
-        c.f64().unwrap().iter().map(|v| v.unwrap_or(f64::NAN)).collect()
-    };
+    let ys = |df: &DataFrame| mlbox::data::numeric(df, "duration_min", "target").unwrap();
     let (m, s) = mlbox::train::windows::mean_std(&ys(&ttr));
     let export_wd = |df: &DataFrame, part: &str| -> usize {
         let mut e = prep.encode(&tabular::trips(df, &prep.columns).unwrap());

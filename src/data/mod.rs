@@ -57,6 +57,13 @@ pub fn save(
     Ok((r, schema))
 }
 
+/// A column as numbers, NaN where a value is missing; `what` names it in errors ("target", "column").
+pub fn numeric(df: &DataFrame, name: &str, what: &str) -> Result<Vec<f64>, String> {
+    let c = df.column(name).map_err(|_| format!("the dataset has no {what} `{name}`"))?;
+    let c = c.cast(&DataType::Float64).map_err(|e| format!("{what} `{name}` is not numeric: {e}"))?;
+    Ok(c.f64().map_err(|e| e.to_string())?.iter().map(|x| x.unwrap_or(f64::NAN)).collect())
+}
+
 /// The first `n` rows as JSON records, for outputs, logs and the UI.
 pub fn preview(df: &DataFrame, n: usize) -> Value {
     let mut head = df.head(Some(n));

@@ -185,6 +185,33 @@ pub fn fit_and_save(ctx: &TaskContext, job: Job<'_>) -> Result<Saved, String> {
     })
 }
 
+/// Open (or, on a retry, reopen) the experiment of a training in this task. `slot` is the task's
+/// map index, or a trial's number under `parent`.
+pub struct Tracked<'a> {
+    pub slot: i64,
+    pub parent: Option<i64>,
+    pub kind: &'a str,
+    pub model: &'a str,
+    pub params: Value,
+    pub tags: Value,
+    pub splits: (&'a DatasetRef, &'a DatasetRef),
+}
+
+pub fn open_experiment(ctx: &TaskContext, t: Tracked<'_>) -> Result<i64, String> {
+    let new = experiments::NewExperiment {
+        run_id: ctx.run_id,
+        task_id: ctx.task_id.clone(),
+        map_index: t.slot,
+        parent_id: t.parent,
+        kind: t.kind.into(),
+        model: Some(t.model.into()),
+        params: t.params,
+        tags: if t.tags.is_null() { json!({}) } else { t.tags },
+        datasets: json!({"train": t.splits.0, "validation": t.splits.1}),
+    };
+    ctx.store.write(move |tx| experiments::open(tx, &new, store::now_us())).map_err(|e| e.message)
+}
+
 /// Read the two splits and say so in the log.
 pub fn read_splits(
     ctx: &TaskContext,
@@ -227,18 +254,18 @@ impl Op for Train {
         let p: Params = super::decode("train", with)?;
         let resolved = resolve(&p.model, &p.params)?;
         let (tr, va) = read_splits(ctx, &p.model, &p.train, &p.validation)?;
-        let new = experiments::NewExperiment {
-            run_id: ctx.run_id,
-            task_id: ctx.task_id.clone(),
-            map_index: ctx.map_index,
-            parent_id: None,
-            kind: "train".into(),
-            model: Some(p.model.clone()),
-            params: resolved.clone(),
-            tags: if p.tags.is_null() { json!({}) } else { p.tags.clone() },
-            datasets: json!({"train": p.train, "validation": p.validation}),
-        };
-        let exp = ctx.store.write(move |tx| experiments::open(tx, &new, store::now_us())).map_err(|e| e.message)?;
+        let exp = open_experiment(
+            ctx,
+            Tracked {
+                slot: ctx.map_index,
+                parent: None,
+                kind: "train",
+                model: &p.model,
+                params: resolved.clone(),
+                tags: p.tags.clone(),
+                splits: (&p.train, &p.validation),
+            },
+        )?;
         let s = fit_and_save(
             ctx,
             Job {

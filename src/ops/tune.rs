@@ -195,19 +195,19 @@ impl Op for Tune {
             })
             .collect::<Result<_, _>>()?;
         let (trd, vad) = tr::read_splits(ctx, &p.model, &p.train, &p.validation)?;
-        let parent_new = experiments::NewExperiment {
-            run_id: ctx.run_id,
-            task_id: ctx.task_id.clone(),
-            map_index: ctx.map_index,
-            parent_id: None,
-            kind: "tune".into(),
-            model: Some(p.model.clone()),
-            params: json!({"space": p.space, "search": p.search, "trials": plan.len(), "fixed": base}),
-            tags: json!({}),
-            datasets: json!({"train": p.train, "validation": p.validation}),
-        };
-        let parent =
-            ctx.store.write(move |tx| experiments::open(tx, &parent_new, store::now_us())).map_err(|e| e.message)?;
+        let splits = (&p.train, &p.validation);
+        let parent = tr::open_experiment(
+            ctx,
+            tr::Tracked {
+                slot: ctx.map_index,
+                parent: None,
+                kind: "tune",
+                model: &p.model,
+                params: json!({"space": p.space, "search": p.search, "trials": plan.len(), "fixed": base}),
+                tags: Value::Null,
+                splits,
+            },
+        )?;
         let parallel = p.parallel.unwrap_or(ctx.threads).clamp(1, plan.len().max(1));
         ctx.log.line(&format!(
             "{} search: {} trials, {parallel} at a time; tune experiment {parent}",
@@ -216,39 +216,38 @@ impl Op for Tune {
         ));
 
         // Open every trial's experiment up front (a retry finds the same ones, and their states).
+        let earlier = ctx
+            .store
+            .read(|c| {
+                let f = experiments::Filter {
+                    run_ids: vec![ctx.run_id],
+                    parent_id: Some(parent),
+                    limit: 1000,
+                    ..Default::default()
+                };
+                experiments::list(c, &f)
+            })
+            .map_err(|e| e.message)?;
         let mut exps = Vec::new();
         for (i, params) in resolved.iter().enumerate() {
-            let new = experiments::NewExperiment {
-                run_id: ctx.run_id,
-                task_id: ctx.task_id.clone(),
-                map_index: i as i64,
-                parent_id: Some(parent),
-                kind: "trial".into(),
-                model: Some(p.model.clone()),
-                params: params.clone(),
-                tags: json!({"trial": i}),
-                datasets: json!({"train": p.train, "validation": p.validation}),
-            };
-            let done = ctx
-                .store
-                .read(|c| {
-                    let f = experiments::Filter {
-                        run_ids: vec![ctx.run_id],
-                        parent_id: Some(parent),
-                        limit: 1000,
-                        ..Default::default()
-                    };
-                    Ok(experiments::list(c, &f)?.into_iter().find(|e| e.map_index == i as i64 && e.state == "success"))
-                })
-                .map_err(|e| e.message)?;
+            let done = earlier.iter().find(|e| e.map_index == i as i64 && e.state == "success").cloned();
             let reuse = done.filter(|e| {
                 e.artifact.as_ref().is_some_and(|sha| crate::artifacts::path_of(&ctx.data_dir, sha).exists())
             });
             let id = match &reuse {
                 Some(e) => e.id,
-                None => {
-                    ctx.store.write(move |tx| experiments::open(tx, &new, store::now_us())).map_err(|e| e.message)?
-                }
+                None => tr::open_experiment(
+                    ctx,
+                    tr::Tracked {
+                        slot: i as i64,
+                        parent: Some(parent),
+                        kind: "trial",
+                        model: &p.model,
+                        params: params.clone(),
+                        tags: json!({"trial": i}),
+                        splits,
+                    },
+                )?,
             };
             exps.push((id, reuse));
         }

@@ -97,14 +97,15 @@ pub struct LstmModel {
     pub model: Forecaster,
 }
 
-/// Stacked windows of several series.
-struct Stack {
-    x: Vec<f32>,
-    y: Vec<f32>,
-    n: usize,
+/// Stacked windows of several series: inputs [n, W, F] and targets [n, H], row-major.
+pub struct Stack {
+    pub x: Vec<f32>,
+    pub y: Vec<f32>,
+    pub n: usize,
 }
 
-fn stack(spec: &WindowSpec, df: &DataFrame, norms: &BTreeMap<String, SeriesNorm>) -> Result<Stack, String> {
+/// Every window of every series the norms know, in series order: what training and validation see.
+pub fn stack(spec: &WindowSpec, df: &DataFrame, norms: &BTreeMap<String, SeriesNorm>) -> Result<Stack, String> {
     let mut s = Stack { x: vec![], y: vec![], n: 0 };
     for series in spec.series(df)? {
         let Some(norm) = norms.get(&series.key) else { continue };
@@ -115,6 +116,24 @@ fn stack(spec: &WindowSpec, df: &DataFrame, norms: &BTreeMap<String, SeriesNorm>
         }
     }
     Ok(s)
+}
+
+/// Per-series normalization, from the training split only.
+pub fn fit_norms(spec: &WindowSpec, train: &DataFrame) -> Result<BTreeMap<String, SeriesNorm>, String> {
+    Ok(spec.series(train)?.iter().map(|s| (s.key.clone(), spec.fit_norm(s))).collect())
+}
+
+impl LstmParams {
+    pub fn spec(&self) -> WindowSpec {
+        WindowSpec {
+            series_column: self.series.clone(),
+            time_column: self.time.clone(),
+            target: self.target.clone(),
+            features: self.features.clone(),
+            window: self.window,
+            horizon: self.horizon,
+        }
+    }
 }
 
 pub struct Trained {
@@ -136,16 +155,8 @@ pub fn train(
     if p.window < 2 || p.horizon < 1 || p.features.is_empty() {
         return Err("window must be ≥ 2, horizon ≥ 1, and features non-empty".into());
     }
-    let spec = WindowSpec {
-        series_column: p.series.clone(),
-        time_column: p.time.clone(),
-        target: p.target.clone(),
-        features: p.features.clone(),
-        window: p.window,
-        horizon: p.horizon,
-    };
-    let series = spec.series(train)?;
-    let norms: BTreeMap<String, SeriesNorm> = series.iter().map(|s| (s.key.clone(), spec.fit_norm(s))).collect();
+    let spec = p.spec();
+    let norms = fit_norms(&spec, train)?;
     let tr = stack(&spec, train, &norms)?;
     let va = stack(&spec, validation, &norms)?;
     if tr.n == 0 {

@@ -295,15 +295,16 @@ pub fn fit<M: Module>(f: Fit<'_, M>) -> Result<Fitted<M>, String> {
                 report.train_loss
             ));
         }
+        let weights = to_bytes(&model)?;
         if val < state.best_val || !state.best_val.is_finite() {
             state.best_val = val;
             state.best_epoch = epoch;
-            best = to_bytes(&model)?;
+            best = weights.clone();
         }
         state.epoch = epoch;
         state.history.push(report.clone());
         (f.on_epoch)(&report);
-        save_checkpoint(&f.checkpoint, &state, &model, &optim, &best)?;
+        save_checkpoint(&f.checkpoint, &state, &weights, &optim, &best)?;
     }
     let model = from_bytes((f.make)(&device()), &best)?;
     Ok(Fitted { model, history: state.history, best_epoch: state.best_epoch, resumed_from })
@@ -330,17 +331,16 @@ fn restore<M: Module>(
     Ok((saved, model, optim, best))
 }
 
-fn save_checkpoint<M: Module>(
+fn save_checkpoint(
     path: &Path,
     state: &CheckpointState,
-    model: &M,
+    m: &[u8],
     optim: &ModuleOptimizer,
     best: &[u8],
 ) -> Result<(), String> {
     let header = serde_json::to_value(state).map_err(|e| e.to_string())?;
-    let m = to_bytes(model)?;
     let o = optim.into_bytes().map_err(|e| format!("cannot serialise the optimizer: {e:?}"))?.to_vec();
-    let bytes = pack(header, &[("model", &m), ("optim", &o), ("best", best)]);
+    let bytes = pack(header, &[("model", m), ("optim", &o), ("best", best)]);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }

@@ -139,17 +139,12 @@ impl TabularPrep {
     /// Fit on the training split.
     pub fn fit(df: &DataFrame, columns: Columns) -> Result<TabularPrep, String> {
         let rows = trips(df, &columns)?;
-        let dist = df
-            .column(&columns.distance)
-            .map_err(|_| format!("the training data has no column `{}` (needed to fit distances)", columns.distance))?
-            .cast(&DataType::Float64)
-            .map_err(|e| e.to_string())?;
-        let dist: Vec<Option<f64>> = dist.f64().map_err(|e| e.to_string())?.iter().collect();
+        let dist = crate::data::numeric(df, &columns.distance, "distance column (needed to fit distances)")?;
         let mut pairs: BTreeMap<String, Vec<f32>> = BTreeMap::new();
         let mut pickups: BTreeMap<String, Vec<f32>> = BTreeMap::new();
         let mut all = Vec::new();
         for (t, d) in rows.iter().zip(&dist) {
-            let Some(d) = d.filter(|d| d.is_finite() && *d > 0.0) else { continue };
+            let Some(d) = Some(*d).filter(|d| d.is_finite() && *d > 0.0) else { continue };
             let (p, q) = (zone(t.pickup), zone(t.dropoff));
             pairs.entry(format!("{p}-{q}")).or_default().push(d as f32);
             pickups.entry(p.to_string()).or_default().push(d as f32);

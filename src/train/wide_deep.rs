@@ -122,9 +122,27 @@ fn encode(prep: &TabularPrep, df: &DataFrame) -> Result<Encoded, String> {
 }
 
 fn targets(df: &DataFrame, target: &str) -> Result<Vec<f64>, String> {
-    let c = df.column(target).map_err(|_| format!("the dataset has no target column `{target}`"))?;
-    let c = c.cast(&DataType::Float64).map_err(|e| format!("target `{target}` is not numeric: {e}"))?;
-    Ok(c.f64().map_err(|e| e.to_string())?.iter().map(|x| x.unwrap_or(f64::NAN)).collect())
+    crate::data::numeric(df, target, "target column")
+}
+
+/// Targets as the model sees them: 0/1 labels when a threshold is set (a missing target stays
+/// missing, never a negative), else unchanged. Training and evaluation both use this.
+fn labels(y: Vec<f64>, threshold: Option<f64>) -> Vec<f64> {
+    match threshold {
+        Some(t) => y
+            .into_iter()
+            .map(|x| {
+                if x.is_nan() {
+                    x
+                } else if x > t {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect(),
+        None => y,
+    }
 }
 
 fn forward_rows(m: &WideDeep, e: &Encoded, rows: &[usize], device: &Device) -> Tensor<2> {
@@ -163,27 +181,9 @@ pub fn train(
         other => return Err(format!("task must be regression or classification, got `{other}`")),
     };
     let prep = TabularPrep::fit(train, p.columns.clone())?;
-    let label = |v: Vec<f64>| -> Vec<f64> {
-        match p.threshold {
-            // A missing target stays missing (and is left out), never a negative.
-            Some(t) => v
-                .into_iter()
-                .map(|x| {
-                    if x.is_nan() {
-                        x
-                    } else if x > t {
-                        1.0
-                    } else {
-                        0.0
-                    }
-                })
-                .collect(),
-            None => v,
-        }
-    };
     // Rows with no target are left out of training and validation.
     let keep = |df: &DataFrame| -> Result<(Encoded, Vec<f64>), String> {
-        let y = label(targets(df, &p.target)?);
+        let y = labels(targets(df, &p.target)?, p.threshold);
         let e = encode(&prep, df)?;
         let rows: Vec<usize> = (0..e.rows).filter(|i| y[*i].is_finite()).collect();
         let sub = Encoded {
@@ -320,22 +320,7 @@ impl WideDeepModel {
 
     /// Truth for every row (NaN where missing), labels when classifying.
     pub fn truth(&self, df: &DataFrame) -> Result<Vec<f64>, String> {
-        let y = targets(df, &self.target)?;
-        Ok(match self.head.threshold {
-            Some(t) => y
-                .into_iter()
-                .map(|x| {
-                    if x.is_nan() {
-                        x
-                    } else if x > t {
-                        1.0
-                    } else {
-                        0.0
-                    }
-                })
-                .collect(),
-            None => y,
-        })
+        Ok(labels(targets(df, &self.target)?, self.head.threshold))
     }
 
     pub fn eval_rows(&self, df: &DataFrame, slices: &[String]) -> Result<Vec<EvalRow>, String> {

@@ -86,11 +86,7 @@ impl WindowSpec {
         by.push(&self.time_column);
         let sorted =
             df.sort(by, SortMultipleOptions::default().with_maintain_order(true)).map_err(|e| e.to_string())?;
-        let floats = |name: &str| -> Result<Vec<f64>, String> {
-            let c = sorted.column(name).map_err(|e| e.to_string())?;
-            let c = c.cast(&DataType::Float64).map_err(|e| format!("`{name}` is not numeric: {e}"))?;
-            Ok(c.f64().map_err(|e| e.to_string())?.iter().map(|x| x.unwrap_or(f64::NAN)).collect())
-        };
+        let floats = |name: &str| crate::data::numeric(&sorted, name, "column");
         let text = |name: &str| -> Result<Vec<String>, String> {
             let c = sorted.column(name).map_err(|e| e.to_string())?;
             let c = c.cast(&DataType::String).map_err(|e| e.to_string())?;
