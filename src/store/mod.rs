@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_datasets.sql"),
     include_str!("migrations/0003_tracking.sql"),
+    include_str!("migrations/0004_registry.sql"),
 ];
 const READERS: usize = 4;
 const MAX_BATCH: usize = 128;
