@@ -27,6 +27,8 @@ struct FileConfig {
     slots: Option<usize>,
     grace: Option<String>,
     body_limit: Option<usize>,
+    prediction_log_rate: Option<u32>,
+    prediction_log_keep: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +42,10 @@ pub struct Config {
     pub grace: Duration,
     /// Largest request body the API accepts, in bytes.
     pub body_limit: usize,
+    /// Served predictions logged per second per model version (0: none).
+    pub prediction_log_rate: u32,
+    /// Logged predictions kept per model version; older ones are pruned.
+    pub prediction_log_keep: u32,
 }
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
@@ -81,6 +87,8 @@ impl Config {
             slots,
             grace,
             body_limit: file.body_limit.unwrap_or(2 * 1024 * 1024),
+            prediction_log_rate: file.prediction_log_rate.unwrap_or(10),
+            prediction_log_keep: file.prediction_log_keep.unwrap_or(10_000),
         })
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::metrics::EvalRow;
 use super::models::Forecaster;
-use super::windows::{SeriesNorm, WindowSpec};
+use super::windows::{Series, SeriesNorm, WindowSpec};
 use super::{Fit, FitConfig, Fitted, Rng, floats, gather_f32, to_vec};
 
 /// `train` parameters for `model: lstm`.
@@ -265,14 +265,10 @@ impl LstmModel {
     pub fn forecast(&self, df: &DataFrame) -> Result<Vec<Value>, String> {
         let mut out = Vec::new();
         for s in self.spec.series(df)? {
-            let Some(norm) = self.norms.get(&s.key) else { continue };
-            let feats = self.spec.feature_matrix(&s);
-            let t = s.target.len().saturating_sub(1);
-            let Some(x) = self.spec.input_at(&feats, norm, t) else { continue };
-            let pred = self.predict(&x, 1);
+            let Ok(prices) = self.forecast_series(&s) else { continue };
+            let t = s.target.len() - 1;
             let last = s.target[t];
-            for (k, r) in pred.iter().enumerate() {
-                let price = last * (f64::from(*r) * norm.return_std).exp();
+            for (k, price) in prices.iter().enumerate() {
                 out.push(json!({
                     "series": s.key, "from": s.times[t], "step": k + 1, "last": last,
                     "forecast": price, "return": price / last - 1.0,
@@ -280,6 +276,30 @@ impl LstmModel {
             }
         }
         Ok(out)
+    }
+
+    /// The next `horizon` values after the last step of one series: the one forecasting path of
+    /// the `forecast` op and of online serving.
+    pub fn forecast_series(&self, s: &Series) -> Result<Vec<f64>, String> {
+        let norm = self.norms.get(&s.key).ok_or_else(|| {
+            let known: Vec<&str> = self.norms.keys().map(String::as_str).collect();
+            format!("unknown series `{}`; the model knows {}", s.key, known.join(", "))
+        })?;
+        let feats = self.spec.feature_matrix(s);
+        let t = s.target.len().checked_sub(1).ok_or("the series is empty")?;
+        let x = self.spec.input_at(&feats, norm, t).ok_or_else(|| {
+            let need = self.spec.window + usize::from(self.spec.features.iter().any(|f| f == "log_return"));
+            format!(
+                "the last {} steps must all be present and finite (at least {need} values of `{}`)",
+                self.spec.window, self.spec.target
+            )
+        })?;
+        let last = s.target[t];
+        if !(last.is_finite() && last > 0.0) {
+            return Err(format!("the last value of `{}` must be a positive number", self.spec.target));
+        }
+        let pred = self.predict(&x, 1);
+        Ok(pred.iter().map(|r| last * (f64::from(*r) * norm.return_std).exp()).collect())
     }
 
     /// One evaluation row per (window, horizon step): the true value, the model's, and the

@@ -433,7 +433,12 @@ pub fn load(data_dir: &Path, r: &ModelRef) -> Result<(Value, Loaded), String> {
     }
     let path = crate::artifacts::path_of(data_dir, &r.sha256);
     let bytes = std::fs::read(&path).map_err(|e| format!("model {} is missing from the store ({e})", r.sha256))?;
-    let (header, blobs) = unpack(&bytes)?;
+    load_bytes(&bytes)
+}
+
+/// A model from the bytes of its file.
+pub fn load_bytes(bytes: &[u8]) -> Result<(Value, Loaded), String> {
+    let (header, blobs) = unpack(bytes)?;
     let weights = blob(&blobs, "weights")?;
     let loaded = match header["kind"].as_str() {
         Some("lstm") => Loaded::Lstm(Box::new(forecast::LstmModel::load(&header, weights)?)),

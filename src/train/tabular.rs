@@ -118,21 +118,38 @@ pub fn trips(df: &DataFrame, c: &Columns) -> Result<Vec<Trip>, String> {
         let s = col(n)?.cast(&DataType::Int64).map_err(|e| format!("`{n}`: {e}"))?;
         Ok(s.i64().map_err(|e| e.to_string())?.iter().map(|x| x.unwrap_or(0)).collect())
     };
-    let times = col(&c.time)?
-        .cast(&DataType::Datetime(TimeUnit::Microseconds, None))
-        .map_err(|e| format!("`{}` is not a timestamp: {e}", c.time))?;
-    let times: Vec<Option<i64>> = times.datetime().map_err(|e| e.to_string())?.physical().iter().collect();
+    let time = col(&c.time)?;
+    // Text timestamps (a CSV given to `mlbox predict`) are read by the same rule as online requests.
+    let times: Vec<Option<NaiveDateTime>> = if time.dtype() == &DataType::String {
+        time.str().map_err(|e| e.to_string())?.iter().map(|s| s.and_then(parse_time)).collect()
+    } else {
+        let t = time
+            .cast(&DataType::Datetime(TimeUnit::Microseconds, None))
+            .map_err(|e| format!("`{}` is not a timestamp: {e}", c.time))?;
+        let t = t.datetime().map_err(|e| e.to_string())?.physical().iter();
+        t.map(|us| us.and_then(chrono::DateTime::from_timestamp_micros).map(|t| t.naive_utc())).collect()
+    };
     let pas = col(&c.passengers)?.cast(&DataType::Float64).map_err(|e| e.to_string())?;
     let pas: Vec<Option<f64>> = pas.f64().map_err(|e| e.to_string())?.iter().collect();
     let (pu, dr) = (ints(&c.pickup)?, ints(&c.dropoff)?);
-    Ok((0..df.height())
-        .map(|i| Trip {
-            time: times[i].and_then(chrono::DateTime::from_timestamp_micros).map(|t| t.naive_utc()),
-            pickup: pu[i],
-            dropoff: dr[i],
-            passengers: pas[i],
-        })
-        .collect())
+    Ok((0..df.height()).map(|i| Trip::new(times[i], pu[i], dr[i], pas[i])).collect())
+}
+
+/// Pickup times as text: `YYYY-MM-DD HH:MM[:SS[.fff]]`, with a `T` or a space, an optional
+/// trailing `Z`, or a bare date (midnight).
+pub fn parse_time(s: &str) -> Option<NaiveDateTime> {
+    let s = s.trim().trim_end_matches('Z');
+    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+        .or_else(|| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)))
+}
+
+impl Trip {
+    /// A trip from raw values; a missing or non-finite passenger count is unknown.
+    pub fn new(time: Option<NaiveDateTime>, pickup: i64, dropoff: i64, passengers: Option<f64>) -> Trip {
+        Trip { time, pickup, dropoff, passengers: passengers.filter(|p| p.is_finite()) }
+    }
 }
 
 impl TabularPrep {

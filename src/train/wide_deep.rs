@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::metrics::EvalRow;
 use super::models::{WideDeep, WideDeepShape};
-use super::tabular::{Columns, DEEP_SIZES, DENSE, Encoded, TabularPrep, trips};
+use super::tabular::{Columns, DEEP_SIZES, DENSE, Encoded, TabularPrep, Trip, trips};
 use super::{Fit, FitConfig, Fitted, Rng, floats, gather_f32, gather_i64, ints, to_vec};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,12 +153,19 @@ fn forward_rows(m: &WideDeep, e: &Encoded, rows: &[usize], device: &Device) -> T
     m.forward(wide, deep, dense)
 }
 
+/// Rows per forward pass at prediction time. The CPU matrix kernels round differently for
+/// different batch heights, so a row's prediction would depend on how many rows came with it.
+/// Every prediction runs in a batch of exactly this many rows (the last one padded), so one
+/// record online and the same row in a million-row batch get the same bits.
+pub const PREDICT_ROWS: usize = 16;
+
 /// Raw model outputs (normalized target or logit) for every encoded row.
 fn outputs(m: &WideDeep, e: &Encoded, device: &Device) -> Vec<f32> {
-    let mut out = Vec::with_capacity(e.rows);
-    for start in (0..e.rows).step_by(8192) {
-        let rows: Vec<usize> = (start..(start + 8192).min(e.rows)).collect();
-        out.extend(to_vec(forward_rows(m, e, &rows, device)));
+    let mut out = Vec::with_capacity(e.rows + PREDICT_ROWS);
+    for start in (0..e.rows).step_by(PREDICT_ROWS) {
+        let end = (start + PREDICT_ROWS).min(e.rows);
+        let rows: Vec<usize> = (start..start + PREDICT_ROWS).map(|i| i.min(end - 1)).collect();
+        out.extend(&to_vec(forward_rows(m, e, &rows, device))[..end - start]);
     }
     out
 }
@@ -300,13 +307,19 @@ impl WideDeepModel {
 
     /// Predictions in target units (or probabilities) for every row.
     pub fn predict(&self, df: &DataFrame) -> Result<Vec<f64>, String> {
-        let e = encode(&self.prep, df)?;
+        Ok(self.predict_trips(&trips(df, &self.prep.columns)?))
+    }
+
+    /// The one prediction path: batch (`predict`, a dataset's rows) and online serving (records
+    /// decoded into trips) both end here, so they compute the same thing.
+    pub fn predict_trips(&self, rows: &[Trip]) -> Vec<f64> {
+        let mut e = self.prep.encode(rows);
+        deep_offsets(&mut e.deep);
         let out = outputs(&self.model, &e, &super::device());
         let (m, s) = self.head.target_norm;
-        Ok(out
-            .into_iter()
+        out.into_iter()
             .map(|z| if self.head.classify { 1.0 / (1.0 + (-f64::from(z)).exp()) } else { m + s * f64::from(z) })
-            .collect())
+            .collect()
     }
 
     /// Baselines: the training mean and median (the base rate for classification).
