@@ -26,6 +26,7 @@ pub struct App {
     pub engine: Engine,
     pub logs: LogHub,
     pub ops: Registry,
+    pub serving: crate::serving::Serving,
     /// Cancelled when the process starts shutting down: long-lived streams end on it.
     pub stopping: tokio_util::sync::CancellationToken,
     lock: Mutex<DataDirLock>,
@@ -51,15 +52,22 @@ impl App {
         let store = Store::open(&data_dir.join("mlbox.db"))?;
         let logs = LogHub::new(data_dir.join("logs"));
         let ops = Registry::builtin();
+        let serving = crate::serving::Serving::open(
+            store.clone(),
+            data_dir.clone(),
+            config.prediction_log_rate,
+            config.prediction_log_keep,
+        )?;
         let engine = Engine::start(Deps {
             store: store.clone(),
             logs: logs.clone(),
             ops: ops.clone(),
             data_dir: data_dir.clone(),
+            serving: serving.clone(),
             slots: config.slots,
             cron,
         })?;
-        Ok(App { config, store, engine, logs, ops, stopping: Default::default(), lock: Mutex::new(lock) })
+        Ok(App { config, store, engine, logs, ops, serving, stopping: Default::default(), lock: Mutex::new(lock) })
     }
 
     /// Tell other mlbox processes where this one listens.

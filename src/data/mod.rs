@@ -243,3 +243,42 @@ pub fn stats_of(
         })
     }))
 }
+
+pub const FORMATS: &[&str] = &["csv", "parquet", "ndjson"];
+
+/// The format of a data file from its name (or `given`): csv, parquet or ndjson.
+pub fn format_of(path: &str, given: Option<&str>) -> Result<&'static str, String> {
+    if let Some(f) = given {
+        return FORMATS
+            .iter()
+            .copied()
+            .find(|x| *x == f)
+            .ok_or_else(|| format!("unknown format `{f}`; use csv, parquet or ndjson"));
+    }
+    let lower = path.to_ascii_lowercase();
+    let lower = lower.split('?').next().unwrap_or("");
+    if lower.ends_with(".csv") || lower.ends_with(".tsv") {
+        Ok("csv")
+    } else if lower.ends_with(".parquet") || lower.ends_with(".pq") {
+        Ok("parquet")
+    } else if lower.ends_with(".ndjson") || lower.ends_with(".jsonl") {
+        Ok("ndjson")
+    } else {
+        Err(format!("cannot tell the format of {path}: set `format` to csv, parquet or ndjson"))
+    }
+}
+
+/// Read one data file (CSV with a header and dates parsed, Parquet, or NDJSON).
+pub fn read_one(path: &Path, format: &str, skip_rows: usize) -> PolarsResult<DataFrame> {
+    match format {
+        "csv" => CsvReadOptions::default()
+            .with_has_header(true)
+            .with_skip_rows(skip_rows)
+            .with_infer_schema_length(Some(10_000))
+            .with_parse_options(CsvParseOptions::default().with_try_parse_dates(true))
+            .try_into_reader_with_file_path(Some(path.to_path_buf()))?
+            .finish(),
+        "parquet" => ParquetReader::new(std::fs::File::open(path)?).finish(),
+        _ => JsonReader::new(std::fs::File::open(path)?).with_json_format(JsonFormat::JsonLines).finish(),
+    }
+}

@@ -282,6 +282,7 @@ fn run_job(job: Job, deps: &Deps, events: &broadcast::Sender<Event>) -> Report {
         stop: stop.clone(),
         store: deps.store.clone(),
         data_dir: deps.data_dir.clone(),
+        serving: deps.serving.clone(),
         threads: job.threads,
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.op.run(&ctx, &job.with)))

@@ -59,6 +59,8 @@ pub struct Deps {
     pub logs: LogHub,
     pub ops: Registry,
     pub data_dir: PathBuf,
+    /// Served models: `register`/`promote` ops move aliases through it, so serving follows.
+    pub serving: crate::serving::Serving,
     /// Executor slots (default: number of cores).
     pub slots: usize,
     /// A long-lived owner (`serve`): create runs from schedules and pick up runs an earlier

@@ -9,7 +9,7 @@ use polars::prelude::*;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Kind, Op, Outcome, Param, TaskContext, opt, req};
+use super::{Kind, ModelArg, Op, Outcome, Param, TaskContext, opt, req};
 use crate::data::{self, DatasetRef};
 use crate::store::experiments;
 use crate::train::metrics::{self, EvalRow};
@@ -27,7 +27,7 @@ struct Params {
     #[serde(default = "week")]
     season: usize,
     #[serde(default)]
-    compare: BTreeMap<String, ModelRef>,
+    compare: BTreeMap<String, ModelArg>,
     #[serde(default)]
     gates: Vec<Gate>,
     #[serde(default = "test")]
@@ -74,7 +74,11 @@ impl Op for Evaluate {
             req("dataset", Kind::Map, "the dataset to score, e.g. ${{ tasks.split.outputs.test }}"),
             opt("slice_by", Kind::String, "a column to slice metrics by (forecasts slice by series)"),
             opt("season", Kind::Int, "period of the seasonal-naive forecast baseline (default 7)"),
-            opt("compare", Kind::Map, "other models scored on the same rows: name → model"),
+            opt(
+                "compare",
+                Kind::Map,
+                "other models scored on the same rows: name → model or models:/NAME@ALIAS (e.g. the one serving)",
+            ),
             opt("gates", Kind::List, "[{metric, min|max|beat|than+max_worse, slices}]"),
             opt("prefix", Kind::String, "prefix of the metrics recorded on the model's experiment (default test)"),
         ];
@@ -109,8 +113,17 @@ impl Op for Evaluate {
         let df = data::read(&ctx.data_dir, &p.dataset)?;
         let (_, model) = train::load(&ctx.data_dir, &p.model)?;
         let (mut rows, mut names, classify) = score(&model, &df, &p)?;
+        let mut absent = Vec::new();
         for (name, other) in &p.compare {
-            let (_, m) = train::load(&ctx.data_dir, other)?;
+            let Some(other_ref) = other.resolve(ctx)? else {
+                ctx.log.line(&format!(
+                    "compare `{name}`: nothing holds {} yet, so gates against it pass",
+                    other.describe()
+                ));
+                absent.push(name.clone());
+                continue;
+            };
+            let (_, m) = train::load(&ctx.data_dir, &other_ref)?;
             let (theirs, _, _) = score(&m, &df, &p)?;
             if theirs.len() != rows.len() {
                 return Err(format!("compared model `{name}` scores {} rows, the model {}", theirs.len(), rows.len()));
@@ -125,7 +138,7 @@ impl Op for Evaluate {
         }
         let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let report = metrics::report(&rows, &name_refs, classify);
-        let reasons = apply_gates(&p.gates, &report);
+        let reasons = apply_gates(&p.gates, &report, &absent);
         let blessed = reasons.iter().all(|(ok, _)| *ok);
 
         ctx.log.line(&format!("scored {} predictions of {} v{}", rows.len(), p.dataset.name, p.dataset.version));
@@ -220,7 +233,7 @@ fn better(metric: &str, a: f64, b: f64) -> bool {
 }
 
 /// Each gate's verdict on the whole set (and on each slice when asked), with a sentence.
-fn apply_gates(gates: &[Gate], report: &Value) -> Vec<(bool, String)> {
+fn apply_gates(gates: &[Gate], report: &Value, absent: &[String]) -> Vec<(bool, String)> {
     let mut out = Vec::new();
     for g in gates {
         let mut scopes = vec![("all rows".to_string(), report.clone())];
@@ -239,6 +252,8 @@ fn apply_gates(gates: &[Gate], report: &Value) -> Vec<(bool, String)> {
                 (v >= min, format!("{scope}: {m} {v:.4} ≥ {min}"))
             } else if let Some(max) = g.max {
                 (v <= max, format!("{scope}: {m} {v:.4} ≤ {max}"))
+            } else if let Some(t) = g.than.as_ref().or(g.beat.as_ref()).filter(|t| absent.contains(t)) {
+                (true, format!("{scope}: nothing serves as `{t}` yet, so {m} has nothing to beat"))
             } else if let Some(b) = &g.beat {
                 match r["baselines"][b][m].as_f64() {
                     Some(bv) => (better(m, v, bv), format!("{scope}: {m} {v:.4} beats {b} {bv:.4}")),

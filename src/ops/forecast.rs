@@ -2,7 +2,6 @@
 //! next `horizon` steps as a dataset. Outputs the per-series return over the horizon, so a
 //! `branch` can act on it (the crypto demo's trade signal).
 
-use polars::prelude::*;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -47,19 +46,7 @@ impl Op for Forecast {
                 p.dataset.name, p.dataset.version, m.spec.window
             ));
         }
-        let col = |k: &str| recs.iter().map(|r| r[k].clone()).collect::<Vec<Value>>();
-        let strs = |k: &str| col(k).iter().map(|v| v.as_str().unwrap_or("").to_string()).collect::<Vec<_>>();
-        let nums = |k: &str| col(k).iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect::<Vec<_>>();
-        let steps: Vec<i64> = col("step").iter().map(|v| v.as_i64().unwrap_or(0)).collect();
-        let mut out = df!(
-            "series" => strs("series"),
-            "from" => strs("from"),
-            "step" => steps,
-            "last" => nums("last"),
-            "forecast" => nums("forecast"),
-            "return" => nums("return"),
-        )
-        .map_err(|e| e.to_string())?;
+        let mut out = super::predict::forecast_frame(&recs)?;
         let source =
             format!("forecast of {} v{} by model {}", p.dataset.name, p.dataset.version, &p.model.sha256[..12]);
         let run = (ctx.run_id, ctx.task_id.as_str());

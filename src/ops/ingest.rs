@@ -4,7 +4,7 @@
 //! A bad row is one where a type override could not convert a non-empty value.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use polars::prelude::*;
 use serde::Deserialize;
@@ -36,7 +36,6 @@ fn drop() -> String {
     "drop".into()
 }
 
-const FORMATS: &[&str] = &["csv", "parquet", "ndjson"];
 const TYPES: &[&str] = &["string", "int", "float", "bool", "date", "datetime"];
 
 fn dtype(name: &str) -> Option<DataType> {
@@ -49,27 +48,6 @@ fn dtype(name: &str) -> Option<DataType> {
         "datetime" => DataType::Datetime(TimeUnit::Microseconds, None),
         _ => return None,
     })
-}
-
-fn format_of(path: &str, given: Option<&str>) -> Result<&'static str, String> {
-    if let Some(f) = given {
-        return FORMATS
-            .iter()
-            .copied()
-            .find(|x| *x == f)
-            .ok_or_else(|| format!("unknown format `{f}`; use csv, parquet or ndjson"));
-    }
-    let lower = path.to_ascii_lowercase();
-    let lower = lower.split('?').next().unwrap_or("");
-    if lower.ends_with(".csv") || lower.ends_with(".tsv") {
-        Ok("csv")
-    } else if lower.ends_with(".parquet") || lower.ends_with(".pq") {
-        Ok("parquet")
-    } else if lower.ends_with(".ndjson") || lower.ends_with(".jsonl") {
-        Ok("ndjson")
-    } else {
-        Err(format!("cannot tell the format of {path}: set `format` to csv, parquet or ndjson"))
-    }
 }
 
 /// The files a source names: one path, every match of a glob, or a download of a URL.
@@ -102,20 +80,6 @@ fn resolve(source: &str, ctx: &TaskContext) -> Result<Vec<PathBuf>, String> {
     Ok(vec![p])
 }
 
-fn read_one(path: &Path, format: &str, skip_rows: usize) -> PolarsResult<DataFrame> {
-    match format {
-        "csv" => CsvReadOptions::default()
-            .with_has_header(true)
-            .with_skip_rows(skip_rows)
-            .with_infer_schema_length(Some(10_000))
-            .with_parse_options(CsvParseOptions::default().with_try_parse_dates(true))
-            .try_into_reader_with_file_path(Some(path.to_path_buf()))?
-            .finish(),
-        "parquet" => ParquetReader::new(std::fs::File::open(path)?).finish(),
-        _ => JsonReader::new(std::fs::File::open(path)?).with_json_format(JsonFormat::JsonLines).finish(),
-    }
-}
-
 impl Op for Ingest {
     fn name(&self) -> &'static str {
         "ingest"
@@ -137,7 +101,7 @@ impl Op for Ingest {
         // Templated values are checked again after rendering, in `run`.
         let literal = |key: &str| with.get(key).and_then(Value::as_str).filter(|v| !v.contains("${{"));
         if let Some(f) = literal("format")
-            && !FORMATS.contains(&f)
+            && !data::FORMATS.contains(&f)
         {
             e.push(format!("unknown format `{f}`; use csv, parquet or ndjson"));
         }
@@ -160,11 +124,12 @@ impl Op for Ingest {
         if p.bad_rows != "drop" && p.bad_rows != "fail" {
             return Err(format!("bad_rows must be drop or fail, got `{}`", p.bad_rows));
         }
-        let format = format_of(&p.source, p.format.as_deref())?;
+        let format = data::format_of(&p.source, p.format.as_deref())?;
         let files = resolve(&p.source, ctx)?;
         let mut df: Option<DataFrame> = None;
         for f in &files {
-            let part = read_one(f, format, p.skip_rows).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            let part =
+                data::read_one(f, format, p.skip_rows).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
             ctx.log.line(&format!("read {} rows from {}", part.height(), f.display()));
             match df.as_mut() {
                 None => df = Some(part),

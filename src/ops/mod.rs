@@ -7,6 +7,8 @@ mod forecast;
 mod http;
 mod ingest;
 mod noop;
+mod predict;
+mod registry;
 mod sensor;
 mod shell;
 mod split;
@@ -24,6 +26,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::logs::LogSink;
+
+pub use predict::predict_frame;
 
 /// The type of one op parameter. Template strings (`${{ }}`) are accepted for any type at load
 /// time and checked again after rendering, when the op deserializes its parameters.
@@ -167,6 +171,8 @@ pub struct TaskContext {
     pub threads: usize,
     /// The data dir: the content store of artifacts and datasets lives under it.
     pub data_dir: PathBuf,
+    /// Model serving, for ops that move aliases (`promote`) or resolve `models:/` references.
+    pub serving: crate::serving::Serving,
 }
 
 pub trait Op: Send + Sync + 'static {
@@ -193,6 +199,47 @@ pub fn decode<T: serde::de::DeserializeOwned>(op: &str, with: &Value) -> Result<
     serde_json::from_value(with.clone()).map_err(|e| format!("{op}: bad parameters after rendering templates: {e}"))
 }
 
+/// A model as an op parameter: a training task's output (`${{ tasks.train.outputs.model }}`) or
+/// a registry reference (`models:/NAME@ALIAS`, `models:/NAME/VERSION`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum ModelArg {
+    Ref(crate::train::ModelRef),
+    Uri(String),
+}
+
+impl ModelArg {
+    /// The model file to load. `Ok(None)`: a registry alias that no version holds yet.
+    pub fn resolve(&self, ctx: &TaskContext) -> Result<Option<crate::train::ModelRef>, String> {
+        let uri = match self {
+            ModelArg::Ref(r) => return Ok(Some(r.clone())),
+            ModelArg::Uri(s) => crate::registry::ModelUri::parse(s).map_err(|e| e.message)?,
+        };
+        match ctx.store.read(|c| crate::registry::resolve(c, &uri)) {
+            Ok(v) => Ok(Some(crate::train::ModelRef {
+                sha256: v.sha256,
+                kind: v.kind,
+                experiment: v.lineage["experiment"].as_i64(),
+            })),
+            // An alias nothing holds yet (or of a model not registered yet): absent, not an error.
+            Err(e)
+                if matches!(uri.selector, crate::registry::Selector::Alias(_))
+                    && matches!(e.code, crate::error::Code::Unavailable | crate::error::Code::NotFound) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(format!("{uri}: {}", e.message)),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            ModelArg::Ref(r) => format!("model {}", &r.sha256[..r.sha256.len().min(12)]),
+            ModelArg::Uri(s) => s.clone(),
+        }
+    }
+}
+
 /// The ops mlbox knows, by name.
 #[derive(Clone)]
 pub struct Registry {
@@ -215,6 +262,9 @@ impl Registry {
         r.add(evaluate::Evaluate);
         r.add(forecast::Forecast);
         r.add(tune::Tune);
+        r.add(registry::Register);
+        r.add(registry::Promote);
+        r.add(predict::Predict);
         r
     }
 
