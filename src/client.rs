@@ -64,6 +64,22 @@ impl Client {
         self.check(&format!("POST {path}"), resp)
     }
 
+    pub fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let resp =
+            self.agent.put(&url).send_json(body).with_context(|| format!("cannot reach mlbox at {}", self.base))?;
+        self.check(&format!("PUT {path}"), resp)
+    }
+
+    pub fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let mut resp = self.agent.get(&url).call().with_context(|| format!("cannot reach mlbox at {}", self.base))?;
+        if resp.status().is_success() {
+            return Ok(resp.body_mut().with_config().limit(1 << 30).read_to_vec()?);
+        }
+        Err(self.check(&format!("GET {path}"), resp).err().unwrap_or_else(|| anyhow!("GET {path} failed")))
+    }
+
     pub fn post_text(&self, path: &str, body: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let resp = self

@@ -10,7 +10,7 @@ use super::{PipelinesCmd, RunsCmd, spec_error, trigger};
 use crate::client::Client;
 
 /// Percent-encode a query value (RFC 3339 times carry `+` and `:`).
-fn encode(s: &str) -> String {
+pub(super) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
@@ -19,7 +19,7 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-fn fmt_us(us: Option<i64>) -> String {
+pub(super) fn fmt_us(us: Option<i64>) -> String {
     us.and_then(chrono::DateTime::from_timestamp_micros)
         .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_else(|| "-".into())

@@ -35,10 +35,12 @@ macro_rules! say_raw {
 
 mod commands;
 mod connect;
+mod registry;
 mod serve;
 
 use commands::{follow_run, pipelines, runs};
 use connect::Connection;
+use registry::{models, predict};
 
 #[derive(Parser, Debug)]
 #[command(name = "mlbox", version, about = "One binary ML platform: pipelines, scheduler, executor and API", long_about = None)]
@@ -93,6 +95,22 @@ pub enum Command {
     Pipelines {
         #[command(subcommand)]
         cmd: PipelinesCmd,
+    },
+    /// The model registry: versions, aliases and their history.
+    Models {
+        #[command(subcommand)]
+        cmd: ModelsCmd,
+    },
+    /// Batch predictions: a model (NAME, NAME@ALIAS or NAME/VERSION) over a CSV, Parquet or
+    /// NDJSON file, computed here with the model file the server holds.
+    Predict {
+        model: String,
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the rows with their predictions (.csv, .parquet or .ndjson); default:
+        /// CSV on stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
     },
     /// Create runs for every schedule interval between two dates.
     Backfill {
@@ -183,6 +201,60 @@ pub enum RunsCmd {
         experiments: bool,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelsCmd {
+    /// Registered models with their latest version and aliases.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A model's versions: metrics, blessing, lineage, aliases.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register a trained model (a tracked experiment's model file) as the next version.
+    Register {
+        name: String,
+        #[arg(long)]
+        experiment: i64,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Move an alias to a version (serving swaps to it after a smoke test).
+    Promote {
+        name: String,
+        version: i64,
+        #[arg(long, default_value = "production")]
+        alias: String,
+        /// Why: kept in the alias history.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Refuse unless the version's evaluation blessed it.
+        #[arg(long)]
+        require_blessed: bool,
+    },
+    /// Alias moves, newest first; with --at, the version the alias pointed at then.
+    History {
+        name: String,
+        #[arg(long)]
+        alias: Option<String>,
+        /// A time (YYYY-MM-DD or RFC 3339).
+        #[arg(long)]
+        at: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Archive a version (it can no longer take an alias); --undo brings it back.
+    Archive {
+        name: String,
+        version: i64,
+        #[arg(long)]
+        undo: bool,
     },
 }
 
@@ -295,6 +367,8 @@ fn command(cmd: &Command, conn: &Connection) -> anyhow::Result<ExitCode> {
         }
         Command::Runs { cmd } => runs(cmd, conn),
         Command::Pipelines { cmd } => pipelines(cmd, conn),
+        Command::Models { cmd } => models(cmd, conn),
+        Command::Predict { model, input, output } => predict(c, model, input, output.as_deref()),
         Command::Backfill { name, from, to, wait } => {
             let r = c.post(&format!("/api/v1/pipelines/{name}/backfill"), &json!({"from": from, "to": to}))?;
             let ids: Vec<i64> = r["run_ids"].as_array().into_iter().flatten().filter_map(Value::as_i64).collect();

@@ -2,9 +2,12 @@
 
 mod datasets;
 pub mod experiments;
+mod models;
+mod oip;
 mod pipelines;
 mod runs;
 mod sse;
+mod streams;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +16,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -50,12 +53,38 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/experiments/compare", get(experiments::compare))
         .route("/api/v1/experiments/{id}", get(experiments::get))
         .route("/api/v1/experiments/{id}/metrics/{key}", get(experiments::history))
+        .route("/api/v1/models", get(models::list))
+        .route("/api/v1/models/{name}", get(models::get))
+        .route("/api/v1/models/{name}/versions", post(models::register))
+        .route("/api/v1/models/{name}/versions/{v}", get(models::version))
+        .route("/api/v1/models/{name}/versions/{v}/artifact", get(models::artifact))
+        .route("/api/v1/models/{name}/versions/{v}/archive", post(models::archive))
+        .route("/api/v1/models/{name}/aliases/{alias}", put(models::set_alias).delete(models::delete_alias))
+        .route("/api/v1/models/{name}/history", get(models::history))
+        .route("/api/v1/models/{name}/predict", post(models::predict))
+        .route("/api/v1/models/{name}/predictions", get(models::predictions))
+        .route("/api/v1/serving", get(models::serving))
+        .route("/api/v1/events", get(streams::events))
+        .route("/v2", get(oip::server_metadata))
+        .route("/v2/health/live", get(oip::live))
+        .route("/v2/health/ready", get(oip::server_ready))
+        .route("/v2/models/{name}", get(oip::model_metadata))
+        .route("/v2/models/{name}/ready", get(oip::model_ready))
+        .route("/v2/models/{name}/infer", post(oip::model_infer))
+        .route("/v2/models/{name}/versions/{v}", get(oip::version_metadata))
+        .route("/v2/models/{name}/versions/{v}/ready", get(oip::version_ready))
+        .route("/v2/models/{name}/versions/{v}/infer", post(oip::version_infer))
+        .route("/v2/repository/index", post(oip::repository_index))
+        .route("/v2/repository/models/{name}/load", post(oip::repository_load))
+        .route("/v2/repository/models/{name}/unload", post(oip::repository_unload))
         .fallback(not_found)
         // A declared Content-Length over the limit is refused before any of the body is read; a chunked
         // body is cut off by the extractors' DefaultBodyLimit once it passes the limit.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::map_response(json_errors))
+        // Streams are long-lived request bodies: no total limit (each line is limited instead).
+        .route("/api/v1/streams/{name}", post(streams::stream))
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(300),
@@ -80,13 +109,20 @@ async fn readyz(axum::extract::State(app): axum::extract::State<AppState>) -> Re
     Ok("ready")
 }
 
-async fn not_found() -> Error {
-    Error::not_found("no such route; the API lives under /api/v1 (see docs/API.md)")
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/v2") {
+        let msg = "no such route; the inference protocol routes are listed in docs/SERVING.md";
+        return oip::OipError(StatusCode::NOT_FOUND, msg.into()).into_response();
+    }
+    Error::not_found("no such route; the API lives under /api/v1 (see docs/API.md)").into_response()
 }
 
 /// Framework-made errors (413 from the body limit, 405, a 408 timeout, a rejected path or query)
-/// get the same JSON shape, keeping the framework's explanation.
-async fn json_errors(resp: Response) -> Response {
+/// get the same JSON shape, keeping the framework's explanation; under `/v2` the shape is the
+/// inference protocol's, `{"error": "..."}`.
+async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let oip = req.uri().path().starts_with("/v2");
+    let resp = next.run(req).await;
     let status = resp.status();
     let is_json =
         resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
@@ -106,7 +142,11 @@ async fn json_errors(resp: Response) -> Response {
         _ if !text.is_empty() => (Code::BadRequest, text),
         s => (Code::BadRequest, format!("bad request: {}", s.canonical_reason().unwrap_or("error"))),
     };
-    let body = json!({"error": {"code": code.as_str(), "message": message, "details": null}});
+    let body = if oip {
+        json!({"error": message})
+    } else {
+        json!({"error": {"code": code.as_str(), "message": message, "details": null}})
+    };
     (status, axum::Json(body)).into_response()
 }
 
