@@ -3,6 +3,7 @@
 
 mod common;
 mod ml;
+mod serving;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -102,7 +102,7 @@ tasks:
     assert_eq!(st, 404);
 }
 
-fn crypto_pipeline() -> String {
+pub fn crypto_pipeline() -> String {
     format!(
         r#"
 name: fc
@@ -215,7 +215,7 @@ fn lstm_on_real_crypto_prices_is_tracked_gated_against_naive_and_reproducible() 
     assert!(text.contains("hidden") && text.contains("best_val_loss") && text.contains("validation_mae"), "{text}");
 }
 
-fn taxi_pipeline(epochs: u32, extra: &str) -> String {
+pub fn taxi_pipeline(epochs: u32, extra: &str) -> String {
     format!(
         r#"
 name: taxi_small
