@@ -12,6 +12,8 @@ pub mod lock;
 pub mod logs;
 pub mod ops;
 pub mod pipeline;
+pub mod registry;
 pub mod server;
+pub mod serving;
 pub mod store;
 pub mod train;
