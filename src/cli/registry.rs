@@ -72,7 +72,7 @@ pub(super) fn models(cmd: &ModelsCmd, conn: &Connection) -> anyhow::Result<ExitC
                 };
                 say!(
                     "{:<8} {:<10} {:<9} {:<18} {:<20} {}{}",
-                    v["version"],
+                    v["version"].as_i64().unwrap_or(0),
                     v["kind"].as_str().unwrap_or(""),
                     blessed,
                     if al.is_empty() { "-".to_string() } else { al.join(",") },

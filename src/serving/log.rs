@@ -167,6 +167,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_log_keeps_the_newest_entries_per_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let log = PredictionLog::new(store.clone(), 100_000, 10);
+        let stats = Stats::default();
+        for i in 0..300 {
+            let e = Entry { model: "m", version: 1, endpoint: "predict", status: 200, latency_us: 50 };
+            log.record(&stats, e, 1, || (json!({"i": i}), json!(i)));
+        }
+        store.write(|_| Ok(())).unwrap();
+        let rows = store.read(|c| recent(c, "m", Some(1), 1000)).unwrap();
+        // Pruned to 10 at the 256th insert, then 44 more.
+        assert_eq!(rows.len(), 54);
+        assert_eq!(rows[0]["request"], json!({"i": 299}), "newest first");
+        assert_eq!(rows.last().unwrap()["request"], json!({"i": 246}));
+        assert_eq!(stats.snapshot()["requests"], 300);
+    }
+
+    #[test]
     fn the_sampler_takes_at_most_rate_per_second_and_the_histogram_is_cumulative() {
         let s = Stats::default();
         let taken = (0..100).filter(|_| s.sample(5)).count();

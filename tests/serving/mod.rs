@@ -247,9 +247,8 @@ fn log_has(s: &TestServer, run: &Value, t: &str, text: &str) -> bool {
     v.to_string().contains(text)
 }
 
-/// Requests run continuously on both endpoints while the alias moves back and forth: none fails,
-/// both versions answer, and the event feed reports every promotion and swap.
-fn hot_swap_under_load(s: &TestServer, recs: &[Value]) {
+/// Connect to the event feed; the names of the events seen so far.
+fn listen(s: &TestServer) -> Arc<Mutex<Vec<String>>> {
     let events = Arc::new(Mutex::new(Vec::<String>::new()));
     let ev = events.clone();
     let addr = s.base.trim_start_matches("http://").to_string();
@@ -264,6 +263,13 @@ fn hot_swap_under_load(s: &TestServer, recs: &[Value]) {
         }
     });
     wait_for(10, "the event feed to connect", || events.lock().unwrap().contains(&"hello".to_string()).then_some(()));
+    events
+}
+
+/// Requests run continuously on both endpoints while the alias moves back and forth: none fails,
+/// both versions answer, and the event feed reports every promotion and swap.
+fn hot_swap_under_load(s: &TestServer, recs: &[Value]) {
+    let events = listen(s);
 
     let stop = Arc::new(AtomicBool::new(false));
     let (errors, done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -393,8 +399,14 @@ fn the_crypto_forecaster_serves_ten_day_forecasts_equal_to_the_forecast_op() {
     with: {name: crypto-lstm, version: "${{ tasks.register.outputs.version }}", alias: staging}
 "#;
     s.apply(&yaml);
+    let events = listen(&s);
     let run = s.wait_run(s.trigger("fc", json!({"epochs": 1})), 300);
     assert_eq!(run["run"]["state"], "success", "{run}");
+    // The feed saw the run change state, the version registered, staging move and serving swap.
+    wait_for(10, "run, registered, promotion and swap events", || {
+        let e = events.lock().unwrap();
+        ["run", "registered", "promotion", "swap"].iter().all(|k| e.iter().any(|x| x == k)).then_some(())
+    });
     // The forecast op's answer for BTC from the full history...
     let fc = &task(&run, "forecast")["outputs"];
     let want: Vec<f64> = fc["forecasts"]
