@@ -209,6 +209,20 @@ fn taxi_model_is_registered_promoted_and_served_the_same_online_and_in_batch() {
     hot_swap_under_load(&s, &recs[..1]);
     stream_answers_every_record(&s, &recs[0]);
 
+    // The CLI: promote with a reason, then list, show and the history name who did it and why.
+    let cli = |args: &[&str]| -> String {
+        let out = std::process::Command::new(BIN).args(args).args(["--server", &s.base]).output().unwrap();
+        assert!(out.status.success(), "mlbox {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let cur = s.get("/api/v1/models/taxi-duration").1["model"]["aliases"]["production"].as_i64().unwrap();
+    let out = cli(&["models", "promote", "taxi-duration", &(3 - cur).to_string(), "--reason", "cli check"]);
+    assert!(out.contains(&format!("version {cur} → {}", 3 - cur)), "{out}");
+    assert!(cli(&["models", "list"]).contains(&format!("production→{}", 3 - cur)));
+    assert!(cli(&["models", "show", "taxi-duration"]).contains("wide_deep"));
+    let out = cli(&["models", "history", "taxi-duration", "--alias", "production"]);
+    assert!(out.contains("cli check") && out.contains("cli ("), "{out}");
+
     // The alias history: who moved it when, and what served at a given time.
     let (_, h) = s.get("/api/v1/models/taxi-duration/history?alias=production");
     let h = h["history"].as_array().unwrap().clone();
