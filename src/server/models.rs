@@ -128,8 +128,14 @@ pub async fn archive(
     let v = version_number(&v)?;
     let b: ArchiveBody = json_body(&body)?;
     let archived = b.archived.unwrap_or(true);
-    let ver =
-        blocking(move || app.store.write(move |tx| registry::set_archived(tx, &name, v, archived, now_us()))).await?;
+    let ver = blocking(move || {
+        let ver = app.store.write(move |tx| registry::set_archived(tx, &name, v, archived, now_us()))?;
+        if archived {
+            app.serving.forget_version(&ver.model, v);
+        }
+        Ok(ver)
+    })
+    .await?;
     Ok(Json(json!(ver)))
 }
 

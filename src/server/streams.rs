@@ -72,6 +72,10 @@ pub async fn stream(
     let a = app.clone();
     // An unknown model is a 404 up front; a known one without a ready version streams skips.
     super::blocking(move || a.store.read(|c| registry::get(c, &n))).await?;
+    // A version asked for by number is loaded (or refused: unknown, archived) before streaming.
+    if matches!(uri.selector, registry::Selector::Version(_)) {
+        super::models::ready(&app, uri.clone()).await?;
+    }
     let max_line = app.config.body_limit;
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
     tokio::spawn(async move {

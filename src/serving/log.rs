@@ -22,6 +22,8 @@ pub struct Stats {
     buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     /// The second the sampler counts in, and how many were logged in it.
     window: AtomicU64,
+    /// Entries logged, to prune this version's log every 256.
+    logged: AtomicU64,
 }
 
 impl Stats {
@@ -85,7 +87,6 @@ pub struct PredictionLog {
     store: Store,
     rate: u32,
     keep: u32,
-    inserted: AtomicU64,
 }
 
 /// Logged request and response text is cut at this many bytes.
@@ -102,7 +103,7 @@ fn clip(v: &Value) -> String {
 
 impl PredictionLog {
     pub fn new(store: Store, rate: u32, keep: u32) -> PredictionLog {
-        PredictionLog { store, rate, keep, inserted: AtomicU64::new(0) }
+        PredictionLog { store, rate, keep }
     }
 
     /// Count the request, and log it if the sampler takes it. The request and response are
@@ -117,7 +118,7 @@ impl PredictionLog {
         let (req, resp) = (clip(&req), clip(&resp));
         let (model, version, endpoint, status, latency) =
             (e.model.to_string(), e.version, e.endpoint, e.status, e.latency_us as i64);
-        let prune = self.inserted.fetch_add(1, Ordering::Relaxed) % 256 == 255;
+        let prune = stats.logged.fetch_add(1, Ordering::Relaxed) % 256 == 255;
         let keep = self.keep;
         self.store.write_nowait(move |tx| {
             tx.execute(

@@ -115,6 +115,9 @@ impl Serving {
 
     /// (Re)load the aliased versions of one model (None: of every model) into their slots.
     fn load_model(&self, only: Option<&str>) -> Result<()> {
+        // Under the move lock, so a promotion cannot commit between reading the aliases and
+        // filling the slots (which would put the previous version back).
+        let _one = self.inner.moving.lock().expect("moving lock");
         let aliases = self.inner.store.read(registry::all_aliases)?;
         for (model, alias, version) in aliases.into_iter().filter(|(m, _, _)| only.is_none_or(|o| o == m)) {
             match self.load_version(&model, version) {
@@ -276,6 +279,11 @@ impl Serving {
         self.evict(&mut versions);
         Ok(json!({"model": model, "alias": alias, "version": version, "moved": moved.is_some(),
                   "from_version": moved.as_ref().and_then(|m| m.from_version)}))
+    }
+
+    /// Stop serving a version by number (it was archived).
+    pub fn forget_version(&self, model: &str, version: i64) {
+        self.inner.versions.lock().expect("versions lock").remove(&(model.to_string(), version));
     }
 
     /// Remove an alias: nothing is served under it any more.

@@ -51,6 +51,7 @@ pub fn signature(m: &Loaded) -> Signature {
 
 /// Predict every record of a batch decoded against `signature(m)`. An error names the record.
 pub fn predict(m: &Loaded, b: &Batch) -> Result<Vec<Output>, String> {
+    b.check()?;
     match m {
         Loaded::WideDeep(w) => {
             let c = &w.prep.columns;

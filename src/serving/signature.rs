@@ -123,7 +123,26 @@ pub struct Batch {
     pub columns: BTreeMap<String, Column>,
 }
 
+impl Column {
+    fn len(&self) -> usize {
+        match self {
+            Column::Text(v) => v.len(),
+            Column::Int(v) => v.len(),
+            Column::Float(v) => v.len(),
+            Column::FloatSeq(v) => v.len(),
+        }
+    }
+}
+
 impl Batch {
+    /// Every column has a value per row (decoding guarantees it; predictions check it).
+    pub fn check(&self) -> Result<(), String> {
+        match self.columns.iter().find(|(_, c)| c.len() != self.rows) {
+            Some((name, c)) => Err(format!("input `{name}` has {} rows, expected {}", c.len(), self.rows)),
+            None => Ok(()),
+        }
+    }
+
     pub fn text(&self, name: &str) -> &[String] {
         match self.columns.get(name) {
             Some(Column::Text(v)) => v,
@@ -313,19 +332,23 @@ pub fn decode_tensors(sig: &Signature, inputs: &[Tensor]) -> Result<Batch, Strin
             }
             _ => rows = Some((n, &f.name)),
         }
-        let per: usize = t.shape[1..].iter().map(|d| *d as usize).product();
         if let Some(len) = t.shape.get(1) {
             check_len(f, *len as usize).map_err(|e| format!("input {e}"))?;
         }
-        let mut flat = Vec::with_capacity(n * per);
+        // The declared shape is the client's word: count what was sent before trusting it.
+        let mut flat = Vec::new();
         flatten(&t.data, &mut flat);
-        if flat.len() != n * per {
+        let per = t.shape[1..].iter().try_fold(1usize, |a, d| a.checked_mul(*d as usize));
+        let total = per.and_then(|p| p.checked_mul(n));
+        let (Some(per), Some(total)) = (per, total) else {
+            return Err(format!("input `{}` has shape {:?}, far larger than any request", f.name, t.shape));
+        };
+        if flat.len() != total {
             return Err(format!(
-                "input `{}` has {} values but its shape {:?} holds {}",
+                "input `{}` has {} values but its shape {:?} holds {total}",
                 f.name,
                 flat.len(),
-                t.shape,
-                n * per
+                t.shape
             ));
         }
         let bad =
@@ -370,6 +393,8 @@ pub fn encode_tensors(
     rows: usize,
     wanted: Option<&[RequestedOutput]>,
 ) -> Result<Vec<Value>, String> {
+    // An empty list asks for nothing in particular: every output, as the protocol says.
+    let wanted = wanted.filter(|w| !w.is_empty());
     if let Some(w) = wanted
         && let Some(bad) = w.iter().find(|r| !outputs.iter().any(|o| o.name == r.name))
     {
@@ -477,6 +502,17 @@ mod tests {
         assert!(e.contains("expected [-1, -1]"), "{e}");
         let e = with(3, t("nope", "FP64", vec![2], json!([1, 2])));
         assert!(e.contains("unknown input `nope`"), "{e}");
+        // A declared shape is never trusted for allocation: huge or overflowing shapes are a 400.
+        let four = vec![
+            t("when", "BYTES", vec![4], json!(["a", "b", "c", "d"])),
+            t("zone", "INT64", vec![4], json!([1, 2, 3, 4])),
+            t("people", "FP64", vec![4], json!([1, 1, 1, 1])),
+            t("close", "FP64", vec![4, i64::MAX], json!([])),
+        ];
+        let e = decode_tensors(&sig(), &four).unwrap_err();
+        assert!(e.contains("far larger than any request"), "{e}");
+        let e = with(1, t("zone", "INT64", vec![1_000_000_000_000], json!([])));
+        assert!(e.contains("rows but `when` has 2") || e.contains("holds"), "{e}");
         let e = with(0, t("when", "BYTES", vec![2], json!(["a", 5])));
         assert!(e.contains("input `when`: value 1 must be a string, got 5"), "{e}");
     }

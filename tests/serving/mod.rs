@@ -242,6 +242,8 @@ fn taxi_model_is_registered_promoted_and_served_the_same_online_and_in_batch() {
     let other = 3 - serving;
     assert_eq!(s.post_json(&format!("/api/v1/models/taxi-duration/versions/{serving}/archive"), &json!({})).0, 409);
     assert_eq!(s.post_json(&format!("/api/v1/models/taxi-duration/versions/{other}/archive"), &json!({})).0, 200);
+    let (st, _) = s.post_json(&format!("/v2/models/taxi-duration/versions/{other}/infer"), &oip_request(&recs));
+    assert_eq!(st, 404, "an archived version is not served by number");
     let (st, e) = put(&s, "/api/v1/models/taxi-duration/aliases/production", &json!({"version": other}));
     assert_eq!(st, 409, "{e}");
     assert!(e.to_string().contains("archived"), "{e}");
