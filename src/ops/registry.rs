@@ -130,15 +130,7 @@ impl Op for Promote {
     fn run(&self, ctx: &TaskContext, with: &Value) -> Result<Outcome, String> {
         let p: PromoteParams = super::decode("promote", with)?;
         let v = ctx.store.read(|c| registry::version(c, &p.name, p.version)).map_err(|e| e.message)?;
-        if p.require_blessed && v.blessed != Some(true) {
-            let why = match v.blessed {
-                Some(false) => {
-                    let reasons = v.evaluation["why_not"].as_array().cloned().unwrap_or_default();
-                    let reasons: Vec<&str> = reasons.iter().filter_map(Value::as_str).collect();
-                    format!("its evaluation did not bless it ({})", reasons.join("; "))
-                }
-                _ => "it was registered without an evaluation".to_string(),
-            };
+        if let Some(why) = v.not_blessed().filter(|_| p.require_blessed) {
             ctx.log.line(&format!("{} version {} stays off `{}`: {why}", p.name, p.version, p.alias));
             return Ok(Outcome::Done(json!({
                 "promoted": false, "name": p.name, "alias": p.alias, "version": p.version, "why_not": why,

@@ -154,6 +154,21 @@ impl std::fmt::Display for ModelUri {
     }
 }
 
+impl Version {
+    /// Why this version may not take an alias that requires a blessing (None: it was blessed).
+    pub fn not_blessed(&self) -> Option<String> {
+        match self.blessed {
+            Some(true) => None,
+            Some(false) => {
+                let reasons = self.evaluation["why_not"].as_array().cloned().unwrap_or_default();
+                let reasons: Vec<&str> = reasons.iter().filter_map(Value::as_str).collect();
+                Some(format!("its evaluation did not bless it ({})", reasons.join("; ")))
+            }
+            None => Some("it was registered without an evaluation".to_string()),
+        }
+    }
+}
+
 fn json_col(r: &rusqlite::Row, i: usize) -> rusqlite::Result<Value> {
     let s: Option<String> = r.get(i)?;
     Ok(s.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null))
@@ -393,24 +408,27 @@ pub fn set_archived(tx: &Transaction, model: &str, v: i64, archived: bool, now: 
     version(tx, model, v)
 }
 
+const MOVE_COLS: &str = "model, alias, from_version, to_version, actor, reason, at";
+
+fn move_row(r: &rusqlite::Row) -> rusqlite::Result<AliasMove> {
+    Ok(AliasMove {
+        model: r.get(0)?,
+        alias: r.get(1)?,
+        from_version: r.get(2)?,
+        to_version: r.get(3)?,
+        actor: r.get(4)?,
+        reason: r.get(5)?,
+        at: r.get(6)?,
+    })
+}
+
 /// Alias moves, newest first (`alias` None: every alias of the model).
 pub fn history(c: &Connection, model: &str, alias: Option<&str>, limit: u32) -> Result<Vec<AliasMove>> {
     get(c, model)?;
     let mut st = c.prepare(
-        "SELECT model, alias, from_version, to_version, actor, reason, at FROM alias_history \
-         WHERE model = ?1 AND (?2 IS NULL OR alias = ?2) ORDER BY at DESC, id DESC LIMIT ?3",
+        &format!("SELECT {MOVE_COLS} FROM alias_history WHERE model = ?1 AND (?2 IS NULL OR alias = ?2) ORDER BY at DESC, id DESC LIMIT ?3"),
     )?;
-    let rows = st.query_map(params![model, alias, limit], |r| {
-        Ok(AliasMove {
-            model: r.get(0)?,
-            alias: r.get(1)?,
-            from_version: r.get(2)?,
-            to_version: r.get(3)?,
-            actor: r.get(4)?,
-            reason: r.get(5)?,
-            at: r.get(6)?,
-        })
-    })?;
+    let rows = st.query_map(params![model, alias, limit], move_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -418,20 +436,12 @@ pub fn history(c: &Connection, model: &str, alias: Option<&str>, limit: u32) -> 
 pub fn alias_at(c: &Connection, model: &str, alias: &str, at: i64) -> Result<Option<AliasMove>> {
     get(c, model)?;
     Ok(c.query_row(
-        "SELECT model, alias, from_version, to_version, actor, reason, at FROM alias_history \
-         WHERE model = ?1 AND alias = ?2 AND at <= ?3 ORDER BY at DESC, id DESC LIMIT 1",
+        &format!(
+            "SELECT {MOVE_COLS} FROM alias_history WHERE model = ?1 AND alias = ?2 AND at <= ?3 \
+             ORDER BY at DESC, id DESC LIMIT 1"
+        ),
         params![model, alias, at],
-        |r| {
-            Ok(AliasMove {
-                model: r.get(0)?,
-                alias: r.get(1)?,
-                from_version: r.get(2)?,
-                to_version: r.get(3)?,
-                actor: r.get(4)?,
-                reason: r.get(5)?,
-                at: r.get(6)?,
-            })
-        },
+        move_row,
     )
     .optional()?)
 }

@@ -162,9 +162,9 @@ pub async fn set_alias(
     blocking(move || {
         if b.require_blessed {
             let v = app.store.read(|c| registry::version(c, &name, b.version))?;
-            if v.blessed != Some(true) {
+            if let Some(why) = v.not_blessed() {
                 return Err(Error::conflict(format!(
-                    "version {} of `{name}` was not blessed by an evaluation; promote without require_blessed to override",
+                    "version {} of `{name}` may not be promoted with require_blessed: {why}",
                     b.version
                 )));
             }
