@@ -8,6 +8,7 @@
 //! what an uninterrupted one would have done.
 
 pub mod forecast;
+pub mod lstm;
 pub mod metrics;
 pub mod models;
 pub mod tabular;

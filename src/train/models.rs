@@ -1,8 +1,9 @@
 //! The two Burn networks: a stacked LSTM forecaster and a wide&deep regressor/classifier.
 //!
-//! The forecaster uses Burn's `nn::Lstm` layers. A hand-written cell that computed all four gates
-//! with one matmul and then sliced them apart trained ~30% slower: in Burn's autodiff the
-//! backward pass of each slice allocates a gradient the size of the whole gate matrix.
+//! The forecaster keeps Burn's `nn::Lstm` parameters but runs each layer as one fused operation
+//! with a hand-written backward pass (`super::lstm`). (A cell written with Burn tensor ops, one
+//! matmul for all gates then slices, trained ~30% slower than `nn::Lstm`: in Burn's autodiff the
+//! backward pass of each slice allocates a gradient the size of the whole gate matrix.)
 
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, Lstm, LstmConfig};
 use burn::prelude::*;
@@ -33,11 +34,13 @@ impl Forecaster {
         let mut x = x;
         let mut last = None;
         for (l, layer) in self.layers.iter().enumerate() {
-            let (seq, state) = layer.forward(x, None);
+            let seq = fused_lstm(layer, x);
             if l + 1 == n {
+                let [b, t, h] = seq.dims();
+                let hidden = seq.slice(s![.., t - 1, ..]).reshape([b, h]);
                 last = Some(match masks {
-                    Some(m) => state.hidden * m[l].clone(),
-                    None => state.hidden,
+                    Some(m) => hidden * m[l].clone(),
+                    None => hidden,
                 });
                 break;
             }
@@ -48,6 +51,21 @@ impl Forecaster {
         }
         self.head.forward(last.expect("at least one layer"))
     }
+}
+
+/// Runs `lstm` (zero initial state) as one fused operation: the four gates' weights are joined
+/// into `[in, 4H]` and `[H, 4H]` matrices, in the order input, forget, cell, output.
+pub fn fused_lstm(lstm: &Lstm, x: Tensor<3>) -> Tensor<3> {
+    let forget = lstm.forget_gate.as_ref().expect("the forecaster's LSTM has a forget gate");
+    let gates = [&lstm.input_gate, forget, &lstm.cell_gate, &lstm.output_gate];
+    let join =
+        |f: &dyn Fn(&burn::nn::GateController) -> Tensor<2>| Tensor::cat(gates.iter().map(|g| f(g)).collect(), 1);
+    let w_ih = join(&|g| g.input_transform.weight.val());
+    let w_hh = join(&|g| g.hidden_transform.weight.val());
+    let bias =
+        |l: &Linear| l.bias.as_ref().map(|b| b.val()).unwrap_or_else(|| Tensor::zeros([lstm.d_hidden], &x.device()));
+    let bias = Tensor::cat(gates.iter().map(|g| bias(&g.input_transform) + bias(&g.hidden_transform)).collect(), 0);
+    super::lstm::lstm_sequence(x, w_ih, w_hh, bias)
 }
 
 /// Wide: a linear model over one-hot/hashed sparse features (a 1-wide embedding summed over
