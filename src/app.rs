@@ -27,6 +27,7 @@ pub struct App {
     pub logs: LogHub,
     pub ops: Registry,
     pub serving: crate::serving::Serving,
+    pub search: crate::search::Search,
     /// Cancelled when the process starts shutting down: long-lived streams end on it.
     pub stopping: tokio_util::sync::CancellationToken,
     lock: Mutex<DataDirLock>,
@@ -67,7 +68,13 @@ impl App {
             slots: config.slots,
             cron,
         })?;
-        Ok(App { config, store, engine, logs, ops, serving, stopping: Default::default(), lock: Mutex::new(lock) })
+        let search = crate::search::Search::open(
+            &data_dir.join("search").join("v1"),
+            crate::search::Sources { store: store.clone(), logs_dir: logs.dir().to_path_buf() },
+        )?;
+        follow(&search, &engine, &serving)?;
+        let lock = Mutex::new(lock);
+        Ok(App { config, store, engine, logs, ops, serving, search, stopping: Default::default(), lock })
     }
 
     /// Tell other mlbox processes where this one listens.
@@ -152,6 +159,7 @@ impl App {
         if result != pipelines::Upsert::Unchanged {
             tracing::info!(pipeline = %name, ?result, "Pipeline saved");
             self.engine.pipelines_changed();
+            self.search.update(crate::search::Item::Pipeline(name.clone()));
         }
         Ok(Upserted { name, result })
     }
@@ -264,8 +272,60 @@ impl App {
     pub fn shutdown(&self, grace: Duration) {
         self.stopping.cancel();
         self.engine.shutdown(grace);
+        self.search.stop();
         self.store.close();
     }
+}
+
+/// Keep the search index current: forward the engine's state changes (a run's state, a finished
+/// attempt's log) and the registry's events to the index writer. If a forwarder falls behind
+/// and misses events, the index is rebuilt.
+fn follow(search: &crate::search::Search, engine: &Engine, serving: &crate::serving::Serving) -> Result<()> {
+    use crate::search::Item;
+    use tokio::sync::broadcast::error::RecvError;
+    fn forward<T: Clone + Send + 'static>(
+        name: &str,
+        mut rx: tokio::sync::broadcast::Receiver<T>,
+        search: crate::search::Search,
+        items: impl Fn(T) -> Vec<Item> + Send + 'static,
+    ) -> Result<()> {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                loop {
+                    match rx.blocking_recv() {
+                        Ok(ev) => items(ev).into_iter().for_each(|i| search.update(i)),
+                        Err(RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "The search index missed events; rebuilding it");
+                            let _ = search.reindex();
+                        }
+                        Err(RecvError::Closed) => return,
+                    }
+                }
+            })
+            .map(|_| ())
+            .map_err(Error::internal)
+    }
+    forward("search-engine", engine.subscribe(), search.clone(), |ev: engine::Event| {
+        let mut items = vec![Item::Run(ev.run_id)];
+        match (ev.kind, &ev.task_id, ev.try_number) {
+            ("run", _, _) if matches!(ev.state, "success" | "failed" | "cancelled") => {
+                items.push(Item::RunDatasets(ev.run_id))
+            }
+            ("task", Some(task), Some(try_number)) if !matches!(ev.state, "queued" | "running" | "scheduled") => items
+                .push(Item::Log(crate::logs::LogKey {
+                    run_id: ev.run_id,
+                    task_id: task.clone(),
+                    map_index: ev.map_index.unwrap_or(-1),
+                    try_number,
+                })),
+            _ => {}
+        }
+        items
+    })?;
+    forward("search-registry", serving.subscribe(), search.clone(), |ev: serde_json::Value| {
+        ev.get("model").and_then(|m| m.as_str()).map(|m| vec![Item::Model(m.to_string())]).unwrap_or_default()
+    })
 }
 
 /// The first logical date a scheduled pipeline should run for. With catchup, the first tick at

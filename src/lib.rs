@@ -13,6 +13,7 @@ pub mod logs;
 pub mod ops;
 pub mod pipeline;
 pub mod registry;
+pub mod search;
 pub mod server;
 pub mod serving;
 pub mod store;

@@ -2,8 +2,11 @@
 //! server on one data dir, and engine properties on random DAGs.
 
 mod common;
+mod e2e;
 mod ml;
+mod search;
 mod serving;
+mod ui;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -320,3 +320,46 @@ fn print_comparison(r: &Value) {
         }
     }
 }
+
+/// `mlbox search QUERY`: hits grouped by kind, each with its snippet (highlights shown as *word*).
+pub(super) fn search(c: &Client, q: &str, kind: Option<&str>, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
+    if q.trim().is_empty() {
+        anyhow::bail!("give a query, e.g. `mlbox search timeout` or `mlbox search \"out of memory\" --kind log`");
+    }
+    let mut path = format!("/api/v1/search?q={}&limit={limit}", encode(q));
+    if let Some(k) = kind {
+        path.push_str(&format!("&kind={}", encode(k)));
+    }
+    let r = c.get(&path)?;
+    if json {
+        say!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let hits = r["hits"].as_array().cloned().unwrap_or_default();
+    say!("{} matches for {q}", r["total"]);
+    let plain = |s: &str| {
+        s.replace("<b>", "*")
+            .replace("</b>", "*")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&#x27;", "'")
+            .replace("&amp;", "&")
+    };
+    for k in crate::search::KINDS {
+        let group: Vec<&Value> = hits.iter().filter(|h| h["kind"] == *k).collect();
+        if group.is_empty() {
+            continue;
+        }
+        say!("\n{k}s:");
+        for h in group {
+            let line = h["line"].as_u64().map(|l| format!(" (line {l})")).unwrap_or_default();
+            say!("  {}{line}  {}", plain(h["title"].as_str().unwrap_or("")), h["url"].as_str().unwrap_or(""));
+            let snippet = plain(h["snippet"].as_str().unwrap_or(""));
+            for l in snippet.lines().filter(|l| !l.trim().is_empty()).take(3) {
+                say!("      {l}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -112,6 +112,23 @@ pub enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Full-text search over pipelines, runs, task logs, models and datasets, or
+    /// `mlbox search reindex` to rebuild the index.
+    #[command(args_conflicts_with_subcommands = true)]
+    Search {
+        #[command(subcommand)]
+        cmd: Option<SearchCmd>,
+        /// The query: words (all must match), "a phrase", OR, -exclude, title:word.
+        query: Vec<String>,
+        /// Only this kind: pipeline, run, log, model, version or dataset.
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print the JSON response.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create runs for every schedule interval between two dates.
     Backfill {
         name: String,
@@ -202,6 +219,12 @@ pub enum RunsCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SearchCmd {
+    /// Rebuild the search index from the metadata store and the task logs.
+    Reindex,
 }
 
 #[derive(Subcommand, Debug)]
@@ -369,6 +392,14 @@ fn command(cmd: &Command, conn: &Connection) -> anyhow::Result<ExitCode> {
         Command::Pipelines { cmd } => pipelines(cmd, conn),
         Command::Models { cmd } => models(cmd, conn),
         Command::Predict { model, input, output } => predict(c, model, input, output.as_deref()),
+        Command::Search { cmd: Some(SearchCmd::Reindex), .. } => {
+            let r = c.post("/api/v1/search/reindex", &json!({}))?;
+            say!("search index rebuilt: {} documents", r["documents"]);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Search { cmd: None, query, kind, limit, json } => {
+            commands::search(c, &query.join(" "), kind.as_deref(), *limit, *json)
+        }
         Command::Backfill { name, from, to, wait } => {
             let r = c.post(&format!("/api/v1/pipelines/{name}/backfill"), &json!({"from": from, "to": to}))?;
             let ids: Vec<i64> = r["run_ids"].as_array().into_iter().flatten().filter_map(Value::as_i64).collect();

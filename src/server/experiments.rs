@@ -35,6 +35,13 @@ fn ids(s: &str, what: &str) -> Result<Vec<i64>, Error> {
 }
 
 /// `field<op>value`, where value parses as a number when it can.
+impl ListQuery {
+    /// The query the UI's experiments page sends.
+    pub fn new(pipeline: Option<String>, filter: Option<String>, order: Option<String>, limit: u32) -> ListQuery {
+        ListQuery { pipeline, filter, order, limit: Some(limit), ..Default::default() }
+    }
+}
+
 pub fn parse_condition(c: &str) -> Result<(String, String, Value), Error> {
     for op in [">=", "<=", "!=", "=", "<", ">"] {
         if let Some((field, value)) = c.split_once(op) {

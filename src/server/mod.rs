@@ -8,6 +8,7 @@ mod pipelines;
 mod runs;
 mod sse;
 mod streams;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +29,6 @@ pub type AppState = Arc<App>;
 pub fn router(app: AppState) -> Router {
     let limit = app.config.body_limit;
     Router::new()
-        .route("/", get(index))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/version", get(version))
@@ -44,6 +44,7 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/api/v1/runs/{id}/resume", post(runs::resume))
         .route("/api/v1/runs/{id}/events", get(sse::run_events))
+        .route("/api/v1/runs/{id}/artifacts/{artifact}", get(runs::artifact))
         .route("/api/v1/runs/{id}/tasks/{task}/logs", get(runs::logs))
         .route("/api/v1/runs/{id}/tasks/{task}/logs/follow", get(sse::follow_log))
         .route("/api/v1/datasets", get(datasets::list))
@@ -65,6 +66,8 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/models/{name}/predictions", get(models::predictions))
         .route("/api/v1/serving", get(models::serving))
         .route("/api/v1/events", get(streams::events))
+        .route("/api/v1/search", get(search))
+        .route("/api/v1/search/reindex", post(reindex))
         .route("/v2", get(oip::server_metadata))
         .route("/v2/health/live", get(oip::live))
         .route("/v2/health/ready", get(oip::server_ready))
@@ -77,6 +80,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v2/repository/index", post(oip::repository_index))
         .route("/v2/repository/models/{name}/load", post(oip::repository_load))
         .route("/v2/repository/models/{name}/unload", post(oip::repository_unload))
+        .merge(ui::routes().layer(tower_http::compression::CompressionLayer::new()))
         .fallback(not_found)
         // A declared Content-Length over the limit is refused before any of the body is read; a chunked
         // body is cut off by the extractors' DefaultBodyLimit once it passes the limit.
@@ -93,8 +97,18 @@ pub fn router(app: AppState) -> Router {
         .with_state(app)
 }
 
-async fn index() -> impl IntoResponse {
-    axum::response::Html(mlbox_ui::landing_page(env!("CARGO_PKG_VERSION")))
+/// `GET /api/v1/search?q=...&kind=...&limit=&offset=`: hits with highlighted snippets, best first.
+async fn search(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    axum::extract::Query(req): axum::extract::Query<crate::search::Request>,
+) -> Result<impl IntoResponse, Error> {
+    Ok(axum::Json(blocking(move || app.search.query(&req)).await?))
+}
+
+/// `POST /api/v1/search/reindex`: rebuild the index from the store and the logs.
+async fn reindex(axum::extract::State(app): axum::extract::State<AppState>) -> Result<impl IntoResponse, Error> {
+    let documents = blocking(move || app.search.reindex()).await?;
+    Ok(axum::Json(json!({"documents": documents})))
 }
 
 async fn version() -> impl IntoResponse {

@@ -133,6 +133,7 @@ pub async fn archive(
         if archived {
             app.serving.forget_version(&ver.model, v);
         }
+        app.search.update(crate::search::Item::Model(ver.model.clone()));
         Ok(ver)
     })
     .await?;
@@ -269,8 +270,8 @@ pub async fn serving(State(app): State<AppState>) -> Json<Value> {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Which {
-    version: Option<i64>,
-    alias: Option<String>,
+    pub version: Option<i64>,
+    pub alias: Option<String>,
 }
 
 /// Which version a request asks for: `?version=N`, `?alias=A`, else production.

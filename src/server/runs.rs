@@ -129,3 +129,32 @@ pub async fn logs(
     })
     .await
 }
+
+/// `GET /api/v1/runs/{id}/artifacts/{artifact}`: one of a run's artifacts, as a download.
+pub async fn artifact(
+    State(app): State<AppState>,
+    Path((id, artifact)): Path<(i64, i64)>,
+) -> Result<impl IntoResponse, Error> {
+    let a = app.clone();
+    let row = blocking(move || {
+        a.run(id)?;
+        let rows = a.store.read(|c| runs::artifacts(c, id))?;
+        rows.into_iter()
+            .find(|r| r.id == artifact)
+            .ok_or_else(|| Error::not_found(format!("run {id} has no artifact {artifact}")))
+    })
+    .await?;
+    let path = crate::artifacts::path_of(&app.config.data_dir, &row.sha256);
+    let bytes = tokio::fs::read(&path).await.map_err(|e| Error::internal(format!("{}: {e}", path.display())))?;
+    // The name comes from the task's artifact dir; quotes and control characters cannot break
+    // out of the header value.
+    let file: String =
+        row.name.rsplit('/').next().unwrap_or("artifact").chars().filter(|c| !c.is_control() && *c != '"').collect();
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{file}\"")),
+        ],
+        bytes,
+    ))
+}

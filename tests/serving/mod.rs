@@ -12,9 +12,13 @@ use crate::common::{BIN, TestServer, task, wait_for};
 
 /// The small taxi pipeline of the ML tests, plus evaluate → register → promote (if blessed) and
 /// batch `predict` over the test split.
-fn taxi_serving_pipeline() -> String {
+pub fn taxi_serving_pipeline() -> String {
     crate::ml::taxi_pipeline(2, "")
         + r#"
+  - id: check
+    op: validate
+    depends_on: [load]
+    with: {input: "${{ tasks.load.outputs.dataset }}", on_anomaly: warn}
   - id: evaluate
     op: evaluate
     depends_on: [train]
@@ -109,6 +113,19 @@ fn taxi_model_is_registered_promoted_and_served_the_same_online_and_in_batch() {
     assert_eq!(v1["lineage"]["run_id"], run["run"]["id"]);
     assert_eq!(v1["lineage"]["task_id"], "train");
     assert!(v1["lineage"]["datasets"].to_string().contains("taxi"), "{v1}");
+
+    // Search finds the model, its version by alias, and datasets by a column name.
+    let found = |q: &str, kind: &str| {
+        wait_for(20, &format!("{kind} hits for {q}"), || {
+            let (_, v) = s.get(&format!("/api/v1/search?q={q}&kind={kind}"));
+            let ids: Vec<String> =
+                v["hits"].as_array()?.iter().filter_map(|h| h["id"].as_str().map(String::from)).collect();
+            (!ids.is_empty()).then_some(ids)
+        })
+    };
+    assert_eq!(found("taxi", "model"), vec!["model:taxi-duration".to_string()]);
+    assert_eq!(found("production", "version"), vec!["version:taxi-duration/1".to_string()]);
+    assert!(found("dropoff_location_id", "dataset").iter().all(|id| id.starts_with("dataset:")));
 
     // Batch (the `predict` op over the test split) = friendly endpoint = OIP endpoint, exactly.
     let scored = dataset(&s, &task(&run, "batch")["outputs"]["dataset"]);
@@ -256,6 +273,8 @@ fn taxi_model_is_registered_promoted_and_served_the_same_online_and_in_batch() {
     let (_, stats) = s.get("/api/v1/serving");
     let total: u64 = stats["loaded"].as_array().unwrap().iter().map(|v| v["stats"]["requests"].as_u64().unwrap()).sum();
     assert!(total > 100, "{stats}");
+
+    crate::ui::ml_pages_show_models_experiments_and_datasets(&s);
 }
 
 fn log_has(s: &TestServer, run: &Value, t: &str, text: &str) -> bool {
