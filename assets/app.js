@@ -57,7 +57,8 @@
       var ev = JSON.parse(m.data);
       var shown = document.querySelectorAll('[data-state-of="run:' + ev.run_id + '"]');
       Array.prototype.forEach.call(shown, function (b) { setState(b, ev.state); });
-      if (!shown.length && !told && document.querySelector("[data-live-runs]")) {
+      var starting = ev.state === "queued" || ev.state === "running";
+      if (!shown.length && starting && !told && document.querySelector("[data-live-runs]")) {
         told = true;
         var note = document.createElement("p");
         note.className = "flash";
@@ -71,10 +72,12 @@
   each("pre.log[data-follow]", function (pre) {
     var es = new EventSource(pre.getAttribute("data-follow"));
     var first = true;
+    // The stream starts from the log's beginning, also after a reconnect: start over then.
+    es.addEventListener("open", function () { first = true; });
     es.addEventListener("log", function (m) {
       var atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 20;
       if (first) { pre.textContent = ""; first = false; }
-      pre.textContent += m.data + "\n";
+      pre.textContent += m.data;
       if (atBottom) pre.scrollTop = pre.scrollHeight;
     });
     es.addEventListener("end", function () { es.close(); pre.classList.add("done"); });

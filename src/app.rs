@@ -59,6 +59,11 @@ impl App {
             config.prediction_log_rate,
             config.prediction_log_keep,
         )?;
+        // Search opens before the engine starts: if it cannot, nothing is left running.
+        let search = crate::search::Search::open(
+            &data_dir.join("search").join("v1"),
+            crate::search::Sources { store: store.clone(), logs_dir: logs.dir().to_path_buf() },
+        )?;
         let engine = Engine::start(Deps {
             store: store.clone(),
             logs: logs.clone(),
@@ -68,11 +73,17 @@ impl App {
             slots: config.slots,
             cron,
         })?;
-        let search = crate::search::Search::open(
-            &data_dir.join("search").join("v1"),
-            crate::search::Sources { store: store.clone(), logs_dir: logs.dir().to_path_buf() },
-        )?;
         follow(&search, &engine, &serving)?;
+        // Catch up on what the index may have missed: changes in the last moments before a crash
+        // or a stop, and events of the engine's first moments, before `follow` subscribed.
+        let recent = store.read(|c| {
+            let mut ids: Vec<i64> = runs::active(c)?.iter().map(|r| r.id).collect();
+            ids.extend(runs::list(c, &runs::RunFilter { limit: 50, ..Default::default() })?.iter().map(|r| r.id));
+            Ok(ids)
+        })?;
+        for id in recent {
+            search.update(crate::search::Item::RunAll(id));
+        }
         let lock = Mutex::new(lock);
         Ok(App { config, store, engine, logs, ops, serving, search, stopping: Default::default(), lock })
     }

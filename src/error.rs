@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     BadRequest,
+    Forbidden,
     InvalidSpec,
     InvalidParam,
     NotFound,
@@ -23,6 +24,7 @@ impl Code {
     pub fn as_str(self) -> &'static str {
         match self {
             Code::BadRequest => "bad_request",
+            Code::Forbidden => "forbidden",
             Code::InvalidSpec => "invalid_spec",
             Code::InvalidParam => "invalid_param",
             Code::NotFound => "not_found",
@@ -38,6 +40,7 @@ impl Code {
     pub fn status(self) -> StatusCode {
         match self {
             Code::BadRequest => StatusCode::BAD_REQUEST,
+            Code::Forbidden => StatusCode::FORBIDDEN,
             Code::InvalidSpec => StatusCode::UNPROCESSABLE_ENTITY,
             Code::InvalidParam => StatusCode::UNPROCESSABLE_ENTITY,
             Code::NotFound => StatusCode::NOT_FOUND,

@@ -48,38 +48,50 @@ pub(super) fn build(item: &Item, src: &Sources) -> Result<Vec<Op>> {
         Item::Log(key) => log(c, src, key),
         Item::RunDatasets(id) => datasets(c, Some(*id)),
         Item::Model(name) => model(c, name),
+        Item::RunAll(id) => run_all(c, src, *id),
         Item::DeleteRun(id) => Ok(deleted_run(*id)),
     })
 }
 
-/// Every document, for a rebuild.
-pub(super) fn everything(src: &Sources) -> Result<Vec<Op>> {
-    src.store.read(|c| {
-        let mut ops: Vec<Op> = pipelines::list(c)?.iter().map(|p| Op::Upsert(pipeline(p))).collect();
+/// A run's document, every attempt's log, the datasets it wrote.
+fn run_all(c: &Connection, src: &Sources, id: i64) -> Result<Vec<Op>> {
+    let Some(r) = runs::get(c, id)? else { return Ok(deleted_run(id)) };
+    let mut ops = vec![Op::Upsert(run(c, &r)?)];
+    let mut stmt = c.prepare_cached(
+        "SELECT ti.task_id, ti.map_index, a.try_number FROM task_attempts a
+         JOIN task_instances ti ON ti.id = a.ti_id WHERE ti.run_id = ?1 ORDER BY ti.id, a.try_number",
+    )?;
+    let keys = stmt
+        .query_map([id], |r| {
+            Ok(LogKey { run_id: id, task_id: r.get(0)?, map_index: r.get(1)?, try_number: r.get(2)? })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for key in keys {
+        ops.extend(log(c, src, &key)?);
+    }
+    ops.extend(datasets(c, Some(id))?);
+    Ok(ops)
+}
+
+/// Every document, for a rebuild, handed to `sink` a run at a time (a run's logs can be MBs).
+pub(super) fn everything(src: &Sources, sink: &mut dyn FnMut(Vec<Op>)) -> Result<()> {
+    let (pipelines, ids) = src.store.read(|c| {
+        let ops: Vec<Op> = pipelines::list(c)?.iter().map(|p| Op::Upsert(pipeline(p))).collect();
         let mut stmt = c.prepare("SELECT id FROM runs ORDER BY id")?;
         let ids = stmt.query_map([], |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
-        for id in ids {
-            if let Some(r) = runs::get(c, id)? {
-                ops.push(Op::Upsert(run(c, &r)?));
-            }
-        }
-        let mut stmt = c.prepare(
-            "SELECT ti.run_id, ti.task_id, ti.map_index, a.try_number FROM task_attempts a
-             JOIN task_instances ti ON ti.id = a.ti_id ORDER BY ti.run_id, ti.id, a.try_number",
-        )?;
-        let keys = stmt
-            .query_map([], |r| {
-                Ok(LogKey { run_id: r.get(0)?, task_id: r.get(1)?, map_index: r.get(2)?, try_number: r.get(3)? })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        for key in keys {
-            ops.extend(log(c, src, &key)?);
-        }
+        Ok((ops, ids))
+    })?;
+    sink(pipelines);
+    for id in ids {
+        sink(src.store.read(|c| run_all(c, src, id))?);
+    }
+    src.store.read(|c| {
         for m in crate::registry::list(c)? {
-            ops.extend(model(c, &m.name)?);
+            sink(model(c, &m.name)?);
         }
-        ops.extend(datasets(c, None)?);
-        Ok(ops)
+        // Datasets no run owns any more (their run was deleted).
+        sink(datasets(c, None)?);
+        Ok(())
     })
 }
 
@@ -210,11 +222,15 @@ fn log(c: &Connection, src: &Sources, key: &LogKey) -> Result<Vec<Op>> {
     Ok(ops)
 }
 
-/// Dataset versions: those a run wrote, or all.
+/// Dataset versions: those a run wrote, or (`None`) those no run owns.
 fn datasets(c: &Connection, run: Option<i64>) -> Result<Vec<Op>> {
-    let sql = "SELECT name, version, rows, schema, source, created_at FROM datasets
-               WHERE ?1 IS NULL OR run_id = ?1 ORDER BY id";
-    let mut stmt = c.prepare(sql)?;
+    let sql = match run {
+        Some(_) => "SELECT name, version, rows, schema, source, created_at FROM datasets WHERE run_id = ?1 ORDER BY id",
+        None => {
+            "SELECT name, version, rows, schema, source, created_at FROM datasets WHERE run_id IS NULL AND ?1 IS NULL ORDER BY id"
+        }
+    };
+    let mut stmt = c.prepare_cached(sql)?;
     let rows = stmt.query_map([run], |r| {
         Ok((
             r.get::<_, String>(0)?,

@@ -50,13 +50,23 @@ pub enum Item {
     RunDatasets(i64),
     /// A model and all its versions.
     Model(String),
+    /// A run with everything it wrote: its document, every attempt's log, its datasets.
+    RunAll(i64),
     /// A deleted run: its document, its logs.
     DeleteRun(i64),
 }
 
+impl Item {
+    /// Items with the same key produce the same documents: queued twice, built once.
+    fn key(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
 enum Msg {
     Item(Item),
-    Reindex(mpsc::Sender<Result<usize>>),
+    /// Rebuild; the answer goes to the sender, if any.
+    Reindex(Option<mpsc::Sender<Result<usize>>>),
     Flush(mpsc::Sender<()>),
 }
 
@@ -105,6 +115,8 @@ struct Inner {
     f: Fields,
     tx: Mutex<mpsc::Sender<Msg>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// A rebuild is queued and has not started: more requests add nothing.
+    rebuild_queued: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A search request.
@@ -151,23 +163,25 @@ impl Search {
             std::fs::create_dir_all(dir)?;
             Index::create_in_dir(dir, schema.clone()).map_err(err)
         };
-        let directory = MmapDirectory::open(dir).map_err(Error::internal)?;
-        let (index, rebuild) = match Index::open_or_create(directory, schema.clone()) {
-            Ok(index) => {
-                let empty = index.searchable_segment_ids().map_err(err)?.is_empty();
-                (index, empty)
+        // The index is derived data: whatever keeps it from opening, it is rebuilt from the store.
+        let opened = MmapDirectory::open(dir)
+            .map_err(|e| TantivyError::SystemError(e.to_string()))
+            .and_then(|d| Index::open_or_create(d, schema.clone()))
+            .and_then(|index| {
+                let empty = index.searchable_segment_ids()?.is_empty();
+                let reader: IndexReader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+                Ok((index, reader, empty))
+            });
+        let (index, reader, rebuild) = match opened {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %dir.display(), "The search index cannot be opened; rebuilding it");
+                let index = fresh(dir)?;
+                let reader: IndexReader =
+                    index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(err)?;
+                (index, reader, true)
             }
-            Err(
-                e @ (TantivyError::SchemaError(_)
-                | TantivyError::IncompatibleIndex(_)
-                | TantivyError::DataCorruption(_)),
-            ) => {
-                tracing::warn!(error = %e, dir = %dir.display(), "The search index cannot be read; rebuilding it");
-                (fresh(dir)?, true)
-            }
-            Err(e) => return Err(err(e)),
         };
-        let reader: IndexReader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(err)?;
         let opts = IndexWriterOptions::builder()
             .memory_budget_per_thread(32_000_000)
             .num_worker_threads(1)
@@ -179,16 +193,16 @@ impl Search {
         parser.set_field_boost(f.title, 2.0);
         let (tx, rx) = mpsc::channel();
         let r = reader.clone();
+        let rebuild_queued = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let queued = rebuild_queued.clone();
         let thread = std::thread::Builder::new()
             .name("search-writer".into())
-            .spawn(move || writer_loop(writer, r, f, src, rx))
+            .spawn(move || writer_loop(writer, r, f, src, rx, queued))
             .map_err(Error::internal)?;
-        let search = Search {
-            inner: Arc::new(Inner { reader, parser, f, tx: Mutex::new(tx), thread: Mutex::new(Some(thread)) }),
-        };
+        let inner = Inner { reader, parser, f, tx: Mutex::new(tx), thread: Mutex::new(Some(thread)), rebuild_queued };
+        let search = Search { inner: Arc::new(inner) };
         if rebuild {
-            let (tx, _rx) = mpsc::channel();
-            search.send(Msg::Reindex(tx));
+            search.request_reindex();
         }
         Ok(search)
     }
@@ -214,8 +228,15 @@ impl Search {
     /// Rebuild the whole index from the store and the logs; returns how many documents it holds.
     pub fn reindex(&self) -> Result<usize> {
         let (tx, rx) = mpsc::channel();
-        self.send(Msg::Reindex(tx));
+        self.send(Msg::Reindex(Some(tx)));
         rx.recv().map_err(|_| Error::internal("the search writer stopped"))?
+    }
+
+    /// Queue a rebuild without waiting for it; a rebuild already queued covers this request.
+    pub fn request_reindex(&self) {
+        if !self.inner.rebuild_queued.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.send(Msg::Reindex(None));
+        }
     }
 
     /// Stop the writer after it has committed what is queued.
@@ -358,50 +379,67 @@ enum Op {
     DeleteChildren(String),
 }
 
-fn writer_loop(mut w: IndexWriter, reader: IndexReader, f: Fields, src: Sources, rx: mpsc::Receiver<Msg>) {
-    let mut pending = 0usize;
+fn writer_loop(
+    mut w: IndexWriter,
+    reader: IndexReader,
+    f: Fields,
+    src: Sources,
+    rx: mpsc::Receiver<Msg>,
+    rebuild_queued: Arc<std::sync::atomic::AtomicBool>,
+) {
+    // What changed since the last commit, each thing once; documents are built from the store
+    // just before the commit, so a run that changed state 100 times is read once.
+    let mut pending: Vec<Item> = Vec::new();
+    let mut keys = std::collections::HashSet::new();
     let mut since: Option<Instant> = None;
     loop {
         let wait = since.map_or(Duration::from_secs(3600), |t| COMMIT_EVERY.saturating_sub(t.elapsed()));
         let mut ack = None;
-        let mut reindexed = None;
-        let stop = match rx.recv_timeout(wait) {
+        let mut stop = false;
+        match rx.recv_timeout(wait) {
             Ok(Msg::Item(item)) => {
-                match docs::build(&item, &src) {
-                    Ok(ops) => pending += apply(&w, f, ops),
-                    Err(e) => tracing::warn!(?item, error = %e, "Cannot index"),
+                if keys.insert(item.key()) {
+                    pending.push(item);
                 }
-                false
             }
             Ok(Msg::Reindex(tx)) => {
-                let r = w
-                    .delete_all_documents()
-                    .map_err(err)
-                    .and_then(|_| docs::everything(&src))
-                    .map(|ops| apply(&w, f, ops));
-                match r {
-                    Ok(n) => {
-                        pending += n.max(1);
-                        reindexed = Some((tx, Ok(n)));
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                    }
+                rebuild_queued.store(false, std::sync::atomic::Ordering::SeqCst);
+                // A rebuild covers what is pending; what is queued but uncommitted in the writer
+                // is dropped first, so no stale delete can hit the rebuilt documents.
+                pending.clear();
+                keys.clear();
+                since = None;
+                let r = rebuild(&mut w, f, &src);
+                if let Err(e) = reader.reload() {
+                    tracing::error!(error = %e, "Cannot reload the search reader");
                 }
-                false
+                match &r {
+                    Ok(n) => tracing::info!(documents = n, "Search index rebuilt"),
+                    Err(e) => tracing::error!(error = %e, "Rebuilding the search index failed"),
+                }
+                if let Some(tx) = tx {
+                    let _ = tx.send(r.map(|_| reader.searcher().num_docs() as usize));
+                }
+                continue;
             }
-            Ok(Msg::Flush(tx)) => {
-                ack = Some(tx);
-                false
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => false,
-            Err(mpsc::RecvTimeoutError::Disconnected) => true,
-        };
-        if pending > 0 {
+            Ok(Msg::Flush(tx)) => ack = Some(tx),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => stop = true,
+        }
+        if !pending.is_empty() {
             since.get_or_insert_with(Instant::now);
         }
         let due = since.is_some_and(|t| t.elapsed() >= COMMIT_EVERY);
-        if pending > 0 && (due || ack.is_some() || reindexed.is_some() || stop) {
+        if !pending.is_empty() && (due || ack.is_some() || stop) {
+            for item in pending.drain(..) {
+                match docs::build(&item, &src) {
+                    Ok(ops) => {
+                        apply(&w, f, ops);
+                    }
+                    Err(e) => tracing::warn!(?item, error = %e, "Cannot index"),
+                }
+            }
+            keys.clear();
             if let Err(e) = w.commit() {
                 tracing::error!(error = %e, "Search index commit failed; the batch is dropped");
                 let _ = w.rollback();
@@ -409,20 +447,27 @@ fn writer_loop(mut w: IndexWriter, reader: IndexReader, f: Fields, src: Sources,
             if let Err(e) = reader.reload() {
                 tracing::error!(error = %e, "Cannot reload the search reader");
             }
-            pending = 0;
             since = None;
         }
         if let Some(tx) = ack {
             let _ = tx.send(());
-        }
-        if let Some((tx, r)) = reindexed {
-            let _ = tx.send(r.map(|_| reader.searcher().num_docs() as usize));
         }
         if stop {
             let _ = w.wait_merging_threads();
             return;
         }
     }
+}
+
+/// Replace every document: drop what is uncommitted, delete all, add everything back run by run
+/// (so memory holds one run's logs at a time), commit once. Readers see the old index until then.
+fn rebuild(w: &mut IndexWriter, f: Fields, src: &Sources) -> Result<usize> {
+    w.rollback().map_err(err)?;
+    w.delete_all_documents().map_err(err)?;
+    let mut n = 0;
+    docs::everything(src, &mut |ops| n += apply(w, f, ops))?;
+    w.commit().map_err(err)?;
+    Ok(n)
 }
 
 /// Queue `ops` on the writer; returns how many there were.

@@ -138,9 +138,10 @@ async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) 
     let oip = req.uri().path().starts_with("/v2");
     let resp = next.run(req).await;
     let status = resp.status();
-    let is_json =
-        resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    let content_type = resp.headers().get(header::CONTENT_TYPE).map(|v| v.as_bytes().to_vec()).unwrap_or_default();
+    // JSON errors and the UI's error pages are already what the client should see.
+    let answered = content_type.starts_with(b"application/json") || content_type.starts_with(b"text/html");
+    if !(status.is_client_error() || status.is_server_error()) || answered {
         return resp;
     }
     let text = axum::body::to_bytes(resp.into_body(), 16 * 1024).await.unwrap_or_default();

@@ -145,16 +145,18 @@ pub async fn artifact(
     })
     .await?;
     let path = crate::artifacts::path_of(&app.config.data_dir, &row.sha256);
-    let bytes = tokio::fs::read(&path).await.map_err(|e| Error::internal(format!("{}: {e}", path.display())))?;
+    let file = tokio::fs::File::open(&path).await.map_err(|e| Error::internal(format!("{}: {e}", path.display())))?;
+    // Streamed: an artifact can be larger than is wise to hold in memory.
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
     // The name comes from the task's artifact dir; quotes and control characters cannot break
     // out of the header value.
-    let file: String =
+    let name: String =
         row.name.rsplit('/').next().unwrap_or("artifact").chars().filter(|c| !c.is_control() && *c != '"').collect();
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{file}\"")),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
         ],
-        bytes,
+        body,
     ))
 }

@@ -45,6 +45,29 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/models/{name}/promote", post(promote))
         .route("/ui/models/{name}/try", post(try_model))
         .route("/static/{*path}", get(asset))
+        .layer(axum::middleware::from_fn(same_site_forms))
+}
+
+/// The UI's forms change state with plain POSTs; a browser says where a request came from, and
+/// a post from another site (a page trying to trigger or promote on the user's behalf) is refused.
+/// (Logins and CSRF tokens arrive with authentication.)
+async fn same_site_forms(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.method() != axum::http::Method::GET && req.method() != axum::http::Method::HEAD {
+        let h = req.headers();
+        let value = |k: &str| h.get(k).and_then(|v| v.to_str().ok());
+        let cross = match value("sec-fetch-site") {
+            Some(site) => !matches!(site, "same-origin" | "none"),
+            None => match (value("origin"), value("host")) {
+                (Some(origin), Some(host)) => origin.split_once("://").map(|(_, h)| h) != Some(host),
+                _ => false,
+            },
+        };
+        if cross {
+            let e = Error::new(Code::Forbidden, "a form from another site cannot change mlbox; use mlbox's own pages");
+            return Page(Err((e, frame("Refused", "")))).into_response();
+        }
+    }
+    next.run(req).await
 }
 
 fn frame(title: impl Into<String>, section: &'static str) -> Frame {
@@ -241,6 +264,19 @@ struct RunQuery {
 /// The most of one log the page shows (the live stream and the API give all of it).
 const LOG_PAGE_BYTES: usize = 512 * 1024;
 
+/// The last `max` bytes of a file, and how many bytes came before them.
+fn tail(path: &std::path::Path, max: usize) -> (Vec<u8>, u64) {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else { return (Vec::new(), 0) };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let cut = len.saturating_sub(max as u64);
+    let mut buf = Vec::new();
+    if f.seek(SeekFrom::Start(cut)).is_ok() {
+        let _ = f.take(max as u64).read_to_end(&mut buf);
+    }
+    (buf, cut)
+}
+
 async fn run_page(State(app): State<AppState>, Path(id): Path<i64>, Query(q): Query<RunQuery>) -> Page {
     let f = frame(format!("Run #{id}"), "Runs");
     let mut d = match super::runs::get(State(app.clone()), Path(id)).await {
@@ -262,9 +298,8 @@ async fn run_page(State(app): State<AppState>, Path(id): Path<i64>, Query(q): Qu
             Some(task) => {
                 let lq = super::runs::LogQuery { map_index: q.map_index, try_number: q.try_number };
                 let (key, finished) = super::runs::resolve_log(&app, id, &task, &lq)?;
-                let bytes = std::fs::read(key.path(app.logs.dir())).unwrap_or_default();
-                let cut = bytes.len().saturating_sub(LOG_PAGE_BYTES);
-                let mut text = String::from_utf8_lossy(&bytes[cut..]).into_owned();
+                let (bytes, cut) = tail(&key.path(app.logs.dir()), LOG_PAGE_BYTES);
+                let mut text = String::from_utf8_lossy(&bytes).into_owned();
                 if cut > 0 {
                     text = format!("… (the first {cut} bytes are in the API's log download)\n{text}");
                 }
@@ -276,13 +311,28 @@ async fn run_page(State(app): State<AppState>, Path(id): Path<i64>, Query(q): Qu
             }
             None => Value::Null,
         };
-        Ok((tasks, log))
+        // Each training task's metric history (loss curves), downsampled.
+        let experiments = app.store.read(|c| {
+            let f = experiments::Filter { run_ids: vec![id], limit: 20, ..Default::default() };
+            let mut out = Vec::new();
+            for e in experiments::list(c, &f)? {
+                let mut h = serde_json::Map::new();
+                for key in experiments::history_keys(c, e.id)? {
+                    let pts: Vec<Value> = experiments::history(c, e.id, &key, 200)?.into_iter().map(|(s, v)| json!([s, v])).collect();
+                    h.insert(key, json!(pts));
+                }
+                out.push(json!({"id": e.id, "task_id": e.task_id, "histories": h}));
+            }
+            Ok(out)
+        })?;
+        Ok((tasks, log, experiments))
     })
     .await;
     match r {
-        Ok((tasks, log)) => {
+        Ok((tasks, log, experiments)) => {
             d["pipeline_tasks"] = json!(tasks);
             d["log"] = log;
+            d["experiments"] = json!(experiments);
             d["now"] = json!(store::now_us());
             Page(Ok(pages::run(f, &d)))
         }
@@ -468,6 +518,7 @@ struct SearchQuery {
     #[serde(default)]
     q: String,
     kind: Option<String>,
+    offset: Option<usize>,
 }
 
 async fn search_page(State(app): State<AppState>, Query(q): Query<SearchQuery>) -> Page {
@@ -480,9 +531,11 @@ async fn search_page(State(app): State<AppState>, Query(q): Query<SearchQuery>) 
             if text.trim().is_empty() {
                 return Ok(json!({"query": ""}));
             }
-            let req = crate::search::Request { q: text.clone(), kind: q.kind, limit: Some(50), offset: None };
+            let offset = q.offset.unwrap_or(0);
+            let req =
+                crate::search::Request { q: text.clone(), kind: q.kind.clone(), limit: Some(50), offset: Some(offset) };
             Ok(match app.search.query(&req) {
-                Ok(r) => json!({"query": text, "results": r}),
+                Ok(r) => json!({"query": text, "kind": q.kind, "offset": offset, "results": r}),
                 Err(e) if e.code == Code::BadRequest => json!({"query": text, "error": e.message}),
                 Err(e) => return Err(e),
             })

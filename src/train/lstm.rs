@@ -180,7 +180,8 @@ fn mm(
 /// dominated the step time.
 #[inline(always)]
 fn exp(x: f32) -> f32 {
-    let x = x.clamp(-87.3, 88.7);
+    // Past ±88 the result leaves f32's normal range (and 2^128 is not a finite f32).
+    let x = x.clamp(-87.3, 88.0);
     // Round to nearest by adding and removing 1.5·2^23: plain arithmetic, so the loop stays
     // vectorised on baseline x86-64 (`f32::round` needs SSE4.1 or a libm call).
     const MAGIC: f32 = 12_582_912.0;

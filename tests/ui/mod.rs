@@ -17,6 +17,20 @@ pub fn page(s: &TestServer, path: &str) -> (u16, Vec<(String, String)>, String) 
     (r.status().as_u16(), headers, r.body_mut().read_to_string().unwrap())
 }
 
+/// The response head of a GET sent as a browser would (gzip accepted), over raw HTTP so no client
+/// decompresses the answer and hides its headers. Lowercase.
+fn browser_head(s: &TestServer, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(s.base.trim_start_matches("http://")).unwrap();
+    let req =
+        format!("GET {path} HTTP/1.1\r\nhost: t\r\naccept-encoding: gzip, deflate, br\r\nconnection: close\r\n\r\n");
+    c.write_all(req.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    c.read_to_end(&mut buf).unwrap();
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    String::from_utf8_lossy(&buf[..end]).to_lowercase()
+}
+
 fn ok(s: &TestServer, path: &str) -> String {
     let (status, _, body) = page(s, path);
     assert_eq!(status, 200, "{path}: {body}");
@@ -76,6 +90,8 @@ fn pages_render_runs_and_pipelines_and_the_forms_work_without_javascript() {
     assert!(p.contains(r#"<g class="node st-success" data-task="start">"#), "{p}");
     assert!(p.contains(r#"class="edge""#) && p.contains("name: hello"), "{p}");
     assert!(p.contains(r#"<g class="node st-skipped" data-task="big">"#), "the branch skipped `big`: {p}");
+    assert!(p.contains("<h2>Run durations (seconds)</h2>") && p.contains(r#"<svg class="chart bars""#), "{p}");
+    assert!(p.contains(r#"href="/runs?pipeline=hello""#), "{p}");
 
     // The run page: timeline, tasks, params; a task's log.
     let r = ok(&s, &format!("/runs/{id}"));
@@ -89,6 +105,24 @@ fn pages_render_runs_and_pipelines_and_the_forms_work_without_javascript() {
     let runs = ok(&s, "/runs?state=success");
     assert!(runs.contains(&format!("#{id}")), "{runs}");
     assert!(!ok(&s, "/runs?state=failed").contains(&format!("#{id}<")), "the filter applies");
+
+    // A form posted from another site is refused and changes nothing.
+    let agent: ureq::Agent = ureq::Agent::config_builder().max_redirects(0).http_status_as_error(false).build().into();
+    let r = agent
+        .post(&format!("{}/ui/pipelines/hello/pause", s.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", "cross-site")
+        .send("")
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = agent
+        .post(&format!("{}/ui/pipelines/hello/pause", s.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", "http://evil.example")
+        .send("")
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(s.get("/api/v1/pipelines/hello").1["pipeline"]["paused"], false);
 
     // Pause and unpause through forms.
     assert_eq!(form(&s, "/ui/pipelines/hello/pause", "").0, 303);
@@ -106,9 +140,15 @@ fn pages_render_runs_and_pipelines_and_the_forms_work_without_javascript() {
     assert!(bad.contains(r#"class="error-box""#) && bad.contains("invalid query"), "{bad}");
 
     // Errors are pages with the right status; unknown things are 404s.
-    let (status, _, body) = page(&s, "/runs/9999");
+    let (status, headers, body) = page(&s, "/runs/9999");
     assert_eq!(status, 404);
-    assert!(body.contains("no run 9999"), "{body}");
+    assert!(body.contains("no run 9999") && body.starts_with("<!DOCTYPE html>"), "{body}");
+    assert!(headers.iter().any(|(k, v)| k == "content-type" && v.starts_with("text/html")), "{headers:?}");
+    let head = browser_head(&s, "/runs/9999");
+    assert!(
+        head.starts_with("http/1.1 404") && head.contains("content-type: text/html"),
+        "an error page, compressed or not: {head}"
+    );
     assert_eq!(page(&s, "/pipelines/nope").0, 404);
     let (status, _) = form(&s, "/ui/pipelines/hello/trigger", "param.count=lots");
     assert_eq!(status, 422, "a bad param is the API's error, shown as a page");
@@ -194,6 +234,13 @@ pub fn ml_pages_show_models_experiments_and_datasets(s: &TestServer) {
     let vp = ok(s, &format!("/models/taxi-duration/versions/{v}"));
     let row = &vp[vp.find(&format!(r#"id="v{v}""#)).expect("the version's row")..];
     assert!(row[..row.find('>').unwrap()].contains("current"), "the version is marked: {vp}");
+
+    // A training run's page draws its loss curves.
+    let (_, runs) = s.get("/api/v1/runs?pipeline=taxi_small");
+    let rid = runs["runs"][0]["id"].as_i64().unwrap();
+    let rp = ok(s, &format!("/runs/{rid}"));
+    assert!(rp.contains("Training · train · experiment") && rp.contains("val_loss"), "{rp}");
+    assert!(rp.contains(r#"<svg class="chart line""#), "{rp}");
 
     // Experiments: params and metrics as columns, sortable; two compared side by side.
     let (_, e) = s.get("/api/v1/experiments?pipeline=taxi_small");

@@ -11,6 +11,16 @@ use serde_json::Value;
 use crate::svg::{self, Series};
 use crate::{Frame, badge, document, empty, heading, num, text, took, when};
 
+/// A value for a URL query string.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn arr(v: &Value) -> Vec<Value> {
     v.as_array().cloned().unwrap_or_default()
 }
@@ -225,7 +235,7 @@ pub fn pipelines(frame: Frame, d: &Value) -> String {
             .collect_view();
         view! {
             {heading("Pipelines".into(), Some("Schedules, recent runs (oldest left) and actions.".into()))}
-            <table class="grid-table">
+            <table class="grid-table" data-live-runs="1">
                 <thead>
                     <tr><th>"Pipeline"</th><th>"Schedule"</th><th>"Next run (UTC)"</th><th>"Recent runs"</th><th></th></tr>
                 </thead>
@@ -288,6 +298,17 @@ pub fn pipeline(frame: Frame, d: &Value) -> String {
             Some(s) => format!("States of run #{} ({}).", text(&s["run"]["id"]), text(&s["run"]["state"])),
             None => "No run yet.".to_string(),
         };
+        let all_runs = format!("/runs?pipeline={}", enc(&name));
+        // Oldest left; failed runs highlighted.
+        let bars: Vec<(String, f64, bool)> = arr(&d["recent_runs"])
+            .iter()
+            .rev()
+            .filter_map(|r| {
+                let secs = (r["finished_at"].as_i64()? - r["started_at"].as_i64()?) as f64 / 1e6;
+                Some((format!("#{}", text(&r["id"])), secs, r["state"] == "failed"))
+            })
+            .collect();
+        let durations = svg::bars(&bars, 150.0);
         let sub = format!(
             "{} · schedule {}",
             text(&p["description"]),
@@ -303,9 +324,14 @@ pub fn pipeline(frame: Frame, d: &Value) -> String {
                 <div class="dag-wrap" inner_html=graph></div>
                 <p class="muted small">{caption}</p>
             </section>
+            <section class="card">
+                <h2>"Run durations (seconds)"</h2>
+                <div inner_html=durations></div>
+            </section>
             <section class="card" data-live-runs="1">
                 <h2>"Runs"</h2>
                 {runs_table(arr(&d["recent_runs"]), false)}
+                <p class="pager"><a href=all_runs>"All runs of this pipeline →"</a></p>
             </section>
             <section class="card">
                 <h2>"Spec"</h2>
@@ -330,7 +356,7 @@ pub fn runs(frame: Frame, d: &Value) -> String {
             })
             .collect_view();
         let next = d["next_cursor"].as_i64().map(|c| {
-            let href = format!("/runs?cursor={c}&state={current}&pipeline={pipeline}");
+            let href = format!("/runs?cursor={c}&state={}&pipeline={}", enc(&current), enc(&pipeline));
             view! { <a class="button" href=href>"Older runs →"</a> }
         });
         view! {
@@ -346,8 +372,11 @@ pub fn runs(frame: Frame, d: &Value) -> String {
     })
 }
 
-/// `/runs/{id}`: state, graph, timeline, tasks, the selected task's log (live), outputs,
-/// artifacts, params; cancel and resume.
+/// Task instances a run page draws (a large fan-out is summarised; the API has them all).
+const MAX_TASKS: usize = 300;
+
+/// `/runs/{id}`: state, graph, timeline, tasks, the selected task's log (live), loss curves,
+/// outputs, artifacts, params; cancel and resume.
 pub fn run(frame: Frame, d: &Value) -> String {
     let d = d.clone();
     document(frame, move || {
@@ -357,7 +386,11 @@ pub fn run(frame: Frame, d: &Value) -> String {
         let live = matches!(state.as_str(), "queued" | "running").then(|| id.clone());
         let graph = dag_of(&arr(&d["pipeline_tasks"]), Some(&d));
         let now = d["now"].as_i64().unwrap_or(0);
-        let spans: Vec<svg::Span> = arr(&d["tasks"])
+        let all_tasks = arr(&d["tasks"]);
+        let shown = all_tasks.len().min(MAX_TASKS);
+        let more = (all_tasks.len() > MAX_TASKS)
+            .then(|| format!("The first {MAX_TASKS} of {} task instances; the API lists them all.", all_tasks.len()));
+        let spans: Vec<svg::Span> = all_tasks[..shown]
             .iter()
             .flat_map(|t| {
                 let label = task_label(t);
@@ -384,16 +417,16 @@ pub fn run(frame: Frame, d: &Value) -> String {
             let action = format!("/ui/runs/{id}/resume");
             view! { <form method="post" action=action class="inline"><button type="submit">"Resume"</button></form> }
         });
-        let tasks = arr(&d["tasks"])
-            .into_iter()
+        let tasks = all_tasks[..shown]
+            .iter()
             .map(|t| {
                 let key = format!("task:{}:{}", text(&t["task_id"]), text(&t["map_index"]));
-                let href = format!("/runs/{}?{}#log", text(&d["run"]["id"]), log_query(&t, &t["try_number"]));
+                let href = format!("/runs/{}?{}#log", text(&d["run"]["id"]), log_query(t, &t["try_number"]));
                 let outputs = if t["outputs"].is_null() { String::new() } else { serde_json::to_string_pretty(&t["outputs"]).unwrap_or_default() };
                 let has_outputs = !outputs.is_empty();
                 view! {
                     <tr>
-                        <td><a href=href>{task_label(&t)}</a></td>
+                        <td><a href=href>{task_label(t)}</a></td>
                         <td>{badge(text(&t["state"]), Some(key))}</td>
                         <td class="num">{format!("{}/{}", text(&t["try_number"]), text(&t["max_tries"]))}</td>
                         <td class="num">{took(&t["started_at"], &t["finished_at"])}</td>
@@ -425,6 +458,24 @@ pub fn run(frame: Frame, d: &Value) -> String {
             })
         };
         let params = serde_json::to_string_pretty(&r["params"]).unwrap_or_default();
+        // Loss curves: every metric each training task logged per epoch.
+        let training = arr(&d["experiments"])
+            .into_iter()
+            .map(|e| {
+                let series: Vec<Series> = e["histories"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, pts)| Series {
+                        label: k.clone(),
+                        points: arr(pts).iter().filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?))).collect(),
+                    })
+                    .collect();
+                let chart = svg::line_chart(&series, "epoch", 220.0);
+                let title = format!("Training · {} · experiment {}", text(&e["task_id"]), text(&e["id"]));
+                view! { <section class="card"><h2>{title}</h2><div inner_html=chart></div></section> }
+            })
+            .collect_view();
         let log = &d["log"];
         let log_view = (!log.is_null()).then(|| {
             let title = format!("Log · {} · try {}", text(&log["label"]), text(&log["try"]));
@@ -460,8 +511,10 @@ pub fn run(frame: Frame, d: &Value) -> String {
                     <thead><tr><th>"Task"</th><th>"State"</th><th>"Try"</th><th>"Duration"</th><th>"Error"</th><th></th></tr></thead>
                     <tbody>{tasks}</tbody>
                 </table>
+                {more.map(|m| view! { <p class="muted small">{m}</p> })}
             </section>
             {log_view}
+            {training}
             <div class="cols">
                 <section class="card"><h2>"Params"</h2><pre class="code">{params}</pre></section>
                 <section class="card"><h2>"Artifacts"</h2>{artifacts_view}</section>
@@ -485,6 +538,7 @@ pub fn experiments(frame: Frame, d: &Value) -> String {
     let d = d.clone();
     document(frame, move || {
         let list = arr(&d["experiments"]);
+        let n_rows = list.len();
         let mut pkeys = BTreeSet::new();
         let mut mkeys = BTreeSet::new();
         for e in &list {
@@ -513,7 +567,7 @@ pub fn experiments(frame: Frame, d: &Value) -> String {
             } else {
                 ""
             };
-            let href = format!("/experiments?order={next}&where={filter}&pipeline={pipeline}");
+            let href = format!("/experiments?order={}&where={}&pipeline={}", enc(&next), enc(&filter), enc(&pipeline));
             view! { <th><a href=href>{format!("{label}{arrow}")}</a></th> }
         };
         let head = view! {
@@ -553,6 +607,7 @@ pub fn experiments(frame: Frame, d: &Value) -> String {
                 <button type="submit">"Filter"</button>
             </form>
             {(!text(&d["error"]).is_empty()).then(|| view! { <p class="error-box">{text(&d["error"])}</p> })}
+            {(n_rows >= 200).then(|| view! { <p class="muted small">"The first 200 by this order; filter to narrow them down."</p> })}
             <form id="compare" method="get" action="/experiments/compare">
                 <button type="submit" class="primary">"Compare selected"</button>
             </form>
@@ -979,10 +1034,20 @@ pub fn search(frame: Frame, d: &Value) -> String {
             };
             Either::Right(view! { <p class="muted">{msg}</p> })
         };
+        let offset = d["offset"].as_u64().unwrap_or(0);
+        let total_n = d["results"]["total"].as_u64().unwrap_or(0);
+        let next = (offset + 50 < total_n).then(|| {
+            let mut href = format!("/search?q={}&offset={}", enc(&q), offset + 50);
+            if let Some(k) = d["kind"].as_str() {
+                href.push_str(&format!("&kind={}", enc(k)));
+            }
+            view! { <p class="pager"><a class="button" href=href>"More results →"</a></p> }
+        });
         view! {
             {heading("Search".into(), None)}
             {summary}
             {groups}
+            {next}
         }
     })
 }
