@@ -309,11 +309,13 @@ pub fn pipeline(frame: Frame, d: &Value) -> String {
             })
             .collect();
         let durations = svg::bars(&bars, 150.0);
-        let sub = format!(
-            "{} · schedule {}",
-            text(&p["description"]),
-            if p["schedule"].is_null() { "manual".into() } else { text(&p["schedule"]) }
-        );
+        let schedule = if p["schedule"].is_null() { "manual".to_string() } else { text(&p["schedule"]) };
+        let description = text(&p["description"]);
+        let sub = if description.is_empty() {
+            format!("schedule {schedule}")
+        } else {
+            format!("{description} · schedule {schedule}")
+        };
         view! {
             <div class="title-row">
                 {heading(name.clone(), Some(sub))}
@@ -462,13 +464,16 @@ pub fn run(frame: Frame, d: &Value) -> String {
         let training = arr(&d["experiments"])
             .into_iter()
             .map(|e| {
-                let series: Vec<Series> = e["histories"]
-                    .as_object()
+                // Losses share a scale; other metrics (e.g. samples/s) would flatten them.
+                let all: Vec<(String, Value)> =
+                    e["histories"].as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let losses = all.iter().any(|(k, _)| k.contains("loss"));
+                let series: Vec<Series> = all
                     .into_iter()
-                    .flatten()
+                    .filter(|(k, _)| !losses || k.contains("loss"))
                     .map(|(k, pts)| Series {
-                        label: k.clone(),
-                        points: arr(pts).iter().filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?))).collect(),
+                        label: k,
+                        points: arr(&pts).iter().filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?))).collect(),
                     })
                     .collect();
                 let chart = svg::line_chart(&series, "epoch", 220.0);

@@ -175,13 +175,15 @@ pub fn bars(items: &[(String, f64, bool)], height: f64) -> String {
     for (i, (label, v, hot)) in items.iter().enumerate() {
         let h = if hi > 0.0 { v.max(0.0) / hi * ph } else { 0.0 };
         let x = PAD_L + i as f64 * bw;
+        // A few bars stay bars, not slabs.
+        let w = (bw * 0.8).clamp(1.0, 48.0);
         let _ = write!(
             s,
             r#"<rect class="bar{}" x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}"><title>{}: {}</title></rect>"#,
             if *hot { " hot" } else { "" },
-            x + bw * 0.1,
+            x + (bw - w) / 2.0,
             PAD_T + ph - h,
-            (bw * 0.8).max(1.0),
+            w,
             h,
             esc(label),
             short(*v)
