@@ -106,18 +106,28 @@ test("open, trigger, watch live, read a log, search, promote", { timeout: 600_00
   await page.locator(".try-output", { hasText: "predictions" }).waitFor();
   await shot("10-model-try");
 
+  // A second run (through the API), so two trainings can be compared.
+  const trig = await page.request.post(`${BASE}/api/v1/pipelines/${PIPELINE}/trigger`, { data: { params: {} } });
+  const { run_id } = await trig.json();
+  for (let i = 0; ; i++) {
+    const r = await (await page.request.get(`${BASE}/api/v1/runs/${run_id}`)).json();
+    if (["success", "failed", "cancelled"].includes(r.run.state)) { assert.equal(r.run.state, "success"); break; }
+    assert.ok(i < 2400, "the second run finishes");
+    await new Promise((ok) => setTimeout(ok, 250));
+  }
+
   // Every other page, for the screenshots (and no script errors anywhere).
   await page.click('header nav a:text-is("Experiments")');
   await page.waitForURL("**/experiments");
   await shot("11-experiments");
   const boxes = page.locator('input[name="ids"]');
-  if ((await boxes.count()) >= 2) {
-    await boxes.nth(0).check();
-    await boxes.nth(1).check();
-    await page.click('#compare button');
-    await page.waitForURL(/experiments\/compare/);
-    await shot("12-compare");
-  }
+  assert.ok((await boxes.count()) >= 2, "two experiments to compare");
+  await boxes.nth(0).check();
+  await boxes.nth(1).check();
+  await page.click("#compare button");
+  await page.waitForURL(/experiments\/compare/);
+  await page.locator("svg.chart.line").first().waitFor();
+  await shot("12-compare");
   await page.click('header nav a:text-is("Datasets")');
   await page.waitForURL("**/datasets");
   await shot("13-datasets");
