@@ -42,3 +42,70 @@ pub fn load(file: &str, yaml: &str, ops: &crate::ops::Registry) -> Result<Plan, 
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    const SPEC: &str = include_str!("../../pipelines/hello.yaml");
+
+    /// One edit of the text: insert, delete or replace a character at a position.
+    fn edit() -> impl Strategy<Value = (usize, u8, char)> {
+        let chars = prop_oneof![
+            Just(':'),
+            Just('-'),
+            Just(' '),
+            Just('\n'),
+            Just('\t'),
+            Just('{'),
+            Just('}'),
+            Just('['),
+            Just(']'),
+            Just('"'),
+            Just('\''),
+            Just('$'),
+            Just('#'),
+            Just('&'),
+            Just('*'),
+            Just('!'),
+            Just('|'),
+            Just('>'),
+            any::<char>()
+        ];
+        (0..SPEC.len() + 1, 0u8..3, chars)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        /// Mangled specs never panic the parser, and every error points inside the text.
+        #[test]
+        fn mangled_specs_get_errors_with_positions_never_a_panic(edits in prop::collection::vec(edit(), 1..12)) {
+            let mut text: Vec<char> = SPEC.chars().collect();
+            for (at, kind, c) in edits {
+                let at = at.min(text.len());
+                match kind {
+                    0 => text.insert(at, c),
+                    1 if at < text.len() => { text.remove(at); }
+                    _ if at < text.len() => text[at] = c,
+                    _ => text.push(c),
+                }
+            }
+            let text: String = text.into_iter().collect();
+            let lines = text.lines().count() + 1;
+            if let Err(e) = super::load("fuzz.yaml", &text, &crate::ops::Registry::builtin()) {
+                prop_assert!(!e.errors.is_empty(), "an error with no detail for {text:?}");
+                for err in &e.errors {
+                    prop_assert!(err.line <= lines, "line {} of {lines}: {}", err.line, err.message);
+                    prop_assert!(!err.message.is_empty());
+                }
+            }
+        }
+
+        /// Arbitrary text is an error (or, rarely, a valid spec), never a panic.
+        #[test]
+        fn arbitrary_text_never_panics_the_parser(text in "\\PC{0,400}") {
+            let _ = super::load("fuzz.yaml", &text, &crate::ops::Registry::builtin());
+        }
+    }
+}

@@ -255,7 +255,58 @@ pub fn parse(yaml: &str) -> (Option<Pipeline>, Vec<SpecError>) {
     }
 }
 
+/// Deeper than this, a spec is refused before it is parsed: the YAML loader recurses per level,
+/// and real pipelines nest a dozen levels at most.
+const MAX_NESTING: usize = 64;
+
+/// How deep `yaml` nests, counting indentation levels, list markers and open brackets (outside
+/// quotes), with the line where it is deepest. An estimate that never undercounts much.
+fn nesting(yaml: &str) -> (usize, usize) {
+    let (mut indents, mut flow, mut worst) = (Vec::<usize>::new(), 0usize, (0, 0));
+    for (n, line) in yaml.lines().enumerate() {
+        let body = line.trim_start_matches([' ', '-']);
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        if flow == 0 {
+            let indent = line.len() - body.len();
+            while indents.last().is_some_and(|&i| i >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+        }
+        let (mut quote, mut deepest) = (None, flow);
+        for c in body.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '#') => break,
+                (None, '[' | '{') => {
+                    flow += 1;
+                    deepest = deepest.max(flow);
+                }
+                (None, ']' | '}') => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+        }
+        let depth = indents.len() + line[..line.len() - body.len()].matches('-').count() + deepest;
+        if depth > worst.0 {
+            worst = (depth, n + 1);
+        }
+    }
+    worst
+}
+
 fn parse_inner(yaml: &str) -> Result<(Pipeline, Vec<SpecError>), Vec<SpecError>> {
+    let (depth, line) = nesting(yaml);
+    if depth > MAX_NESTING {
+        return Err(vec![SpecError::at(
+            line,
+            1,
+            format!("the spec nests {depth} levels deep here; pipelines are limited to {MAX_NESTING}"),
+        )]);
+    }
     let options = LoaderOptions::default().error_on_duplicate_keys(true).toplevel_mapping();
     let root = marked_yaml::parse_yaml_with_options(0, yaml, options).map_err(|e| vec![load_error(&e)])?;
     let Some(map) = root.as_mapping() else {
@@ -461,4 +512,26 @@ fn load_error(e: &marked_yaml::LoadError) -> SpecError {
     };
     let (line, col) = marker.map(|m| (m.line(), m.column())).unwrap_or((1, 1));
     SpecError::at(line, col, what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_counts_blocks_lists_and_brackets_but_not_quoted_ones() {
+        assert!(nesting("name: a\ntasks:\n  - id: t\n    with: {x: [1, 2]}\n").0 <= 6);
+        let deep: String = (1..100).map(|i| format!("{}k:\n", "  ".repeat(i))).collect();
+        let (depth, _) = nesting(&format!("a:\n{deep}"));
+        assert!(depth > MAX_NESTING, "{depth}");
+        assert_eq!(nesting("a: \"[[[[\"\n").0, 1);
+        assert!(nesting(&format!("a: {}", "[".repeat(80))).0 > MAX_NESTING);
+        let (_, errors) = parse(&format!("name: x\ndescription:\n{deep}"));
+        assert!(errors[0].message.contains("nests"), "{:?}", errors[0]);
+        for spec in ["hello", "crypto", "taxi"] {
+            let text =
+                std::fs::read_to_string(format!("{}/pipelines/{spec}.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            assert!(nesting(&text).0 < 16, "{spec}: {:?}", nesting(&text));
+        }
+    }
 }

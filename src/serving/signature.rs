@@ -532,4 +532,67 @@ mod tests {
         assert_eq!((only.len(), &only[0]["shape"]), (1, &json!([2, 2])));
         assert!(encode_tensors(&two, 2, Some(&[RequestedOutput { name: "x".into() }])).is_err());
     }
+
+    /// JSON of any shape, biased towards the signature's field names and types.
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let key = prop_oneof![Just("when"), Just("zone"), Just("people"), Just("close")].prop_map(String::from);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            (-3i64..300).prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::from),
+            key.clone().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map(prop_oneof![key.clone(), "[a-z]{1,5}"], inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 600, ..Default::default() })]
+
+        /// Any records either decode into a batch of that many rows or get an error message;
+        /// never a panic.
+        #[test]
+        fn any_records_decode_or_say_why(records in proptest::collection::vec(arb_json(), 0..6)) {
+            match decode_records(&sig(), &records, 0) {
+                Ok(b) => {
+                    proptest::prop_assert_eq!(b.rows, records.len());
+                    proptest::prop_assert!(b.check().is_ok());
+                }
+                Err(e) => proptest::prop_assert!(!e.is_empty()),
+            }
+        }
+
+        /// Any OIP request body: parsed tensors decode or get an error message; never a panic.
+        #[test]
+        fn any_tensors_decode_or_say_why(
+            tensors in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![proptest::strategy::Just("when"), proptest::strategy::Just("zone"), proptest::strategy::Just("people"), proptest::strategy::Just("close"), proptest::strategy::Just("x")],
+                    proptest::prop_oneof![proptest::strategy::Just("BYTES"), proptest::strategy::Just("INT64"), proptest::strategy::Just("INT32"), proptest::strategy::Just("FP64"), proptest::strategy::Just("FP32"), proptest::strategy::Just("BOOL"), proptest::strategy::Just("FP16")],
+                    proptest::collection::vec(-2i64..6, 0..3),
+                    arb_json(),
+                ),
+                0..6,
+            )
+        ) {
+            let body: Vec<Value> = tensors
+                .into_iter()
+                .map(|(name, dt, shape, data)| json!({"name": name, "datatype": dt, "shape": shape, "data": data}))
+                .collect();
+            let Ok(parsed) = serde_json::from_value::<Vec<Tensor>>(Value::Array(body)) else { return Ok(()) };
+            match decode_tensors(&sig(), &parsed) {
+                Ok(b) => proptest::prop_assert!(b.check().is_ok()),
+                Err(e) => proptest::prop_assert!(!e.is_empty()),
+            }
+        }
+    }
 }
