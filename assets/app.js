@@ -10,6 +10,11 @@
     if (el.tagName === "A") el.title = el.title.replace(/· [a-z_]+ ·/, "· " + state + " ·");
   }
   function each(sel, fn) { Array.prototype.forEach.call(document.querySelectorAll(sel), fn); }
+  // The session's CSRF token: posts made from script carry it in a header.
+  function csrfToken() {
+    var m = document.querySelector('meta[name="csrf-token"]');
+    return m ? m.getAttribute("content") : "";
+  }
   function esc(s) { return String(s).replace(/[&<>"]/g, function (c) { return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]; }); }
 
   // Confirm before cancelling a run or moving an alias.
@@ -95,7 +100,7 @@
       var alias = f.elements.alias.value.trim();
       var url = f.getAttribute("data-try") + (alias ? "?alias=" + encodeURIComponent(alias) : "");
       out.textContent = "…";
-      fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) })
+      fetch(url, { method: "POST", headers: { "content-type": "application/json", "x-csrf-token": csrfToken() }, body: JSON.stringify(body) })
         .then(function (r) { return r.json().then(function (j) { return [r.status, j]; }); })
         .then(function (x) { out.textContent = (x[0] === 200 ? "" : "HTTP " + x[0] + "\n") + JSON.stringify(x[1], null, 2); })
         .catch(function (err) { out.textContent = "Request failed: " + err; });

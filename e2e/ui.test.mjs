@@ -1,7 +1,7 @@
 // End-to-end: a new user clicks through mlbox's UI in a real browser (Debian's chromium driven by
 // playwright-core). Run by `cargo test` (tests/e2e/mod.rs), which starts the server with the small
-// taxi pipeline loaded and passes BASE_URL, SHOTS (where to save a screenshot of every page) and
-// CHROMIUM.
+// taxi pipeline loaded and sign-in on, and passes BASE_URL, MLBOX_PASSWORD (the admin's), SHOTS
+// (where to save a screenshot of every page) and CHROMIUM.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
@@ -34,8 +34,24 @@ async function shot(name) {
 }
 
 test("open, trigger, watch live, read a log, search, promote", { timeout: 600_000 }, async () => {
-  // Home.
+  // Sign-in is on: the first page asks for a login, and comes back after it.
   await page.goto(`${BASE}/`);
+  await page.waitForURL("**/login?next=*");
+  await shot("00-login");
+  await page.fill('input[name="name"]', process.env.MLBOX_USER ?? "admin");
+  await page.fill('input[name="password"]', "wrong password");
+  await page.click('button:text-is("Log in")');
+  await page.locator(".error-box", { hasText: "Wrong user name or password" }).waitFor();
+  // That answer is a 401, which the browser logs as a failed load: expected here, nowhere else.
+  assert.ok(errors.every((e) => e.includes("status of 401")), errors.join("\n"));
+  errors.length = 0;
+  await page.fill('input[name="name"]', process.env.MLBOX_USER ?? "admin");
+  await page.fill('input[name="password"]', process.env.MLBOX_PASSWORD);
+  await page.click('button:text-is("Log in")');
+  await page.waitForURL(`${BASE}/`);
+  assert.match(await page.locator("form.who").textContent(), /admin \(admin\)/);
+
+  // Home.
   await page.getByRole("heading", { name: "Overview" }).waitFor();
   assert.equal(await page.locator('link[rel="icon"]').count(), 1);
   await shot("01-home");
@@ -107,7 +123,14 @@ test("open, trigger, watch live, read a log, search, promote", { timeout: 600_00
   await shot("10-model-try");
 
   // A second run (through the API), so two trainings can be compared.
-  const trig = await page.request.post(`${BASE}/api/v1/pipelines/${PIPELINE}/trigger`, { data: { params: {} } });
+  // The request shares the browser's session, so a change carries the page's CSRF token.
+  const csrf = await page.locator('meta[name="csrf-token"]').getAttribute("content");
+  assert.equal(csrf.length, 64);
+  const refused = await page.request.post(`${BASE}/api/v1/pipelines/${PIPELINE}/trigger`, { data: { params: {} } });
+  assert.equal(refused.status(), 403, "a session's change without its CSRF token is refused");
+  const trig = await page.request.post(`${BASE}/api/v1/pipelines/${PIPELINE}/trigger`,
+    { data: { params: {} }, headers: { "x-csrf-token": csrf } });
+  assert.equal(trig.status(), 201);
   const { run_id } = await trig.json();
   for (let i = 0; ; i++) {
     const r = await (await page.request.get(`${BASE}/api/v1/runs/${run_id}`)).json();
@@ -144,5 +167,11 @@ test("open, trigger, watch live, read a log, search, promote", { timeout: 600_00
   await shot("16-runs");
   await page.goto(`${BASE}/`);
   await shot("17-home-after");
+
+  // Log out: the session ends and pages ask for a login again.
+  await page.click('form.who button:text-is("Log out")');
+  await page.waitForURL("**/login");
+  await page.goto(`${BASE}/runs`);
+  await page.waitForURL("**/login?next=*");
   assert.deepEqual(errors, []);
 });

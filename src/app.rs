@@ -28,6 +28,9 @@ pub struct App {
     pub ops: Registry,
     pub serving: crate::serving::Serving,
     pub search: crate::search::Search,
+    pub auth: crate::auth::Auth,
+    /// Held by a backup or a deletion of runs, so they never overlap.
+    pub maintenance: Mutex<()>,
     /// Cancelled when the process starts shutting down: long-lived streams end on it.
     pub stopping: tokio_util::sync::CancellationToken,
     lock: Mutex<DataDirLock>,
@@ -51,6 +54,7 @@ impl App {
         let _ = std::fs::remove_dir_all(data_dir.join("tmp"));
         std::fs::create_dir_all(data_dir.join("tmp"))?;
         let store = Store::open(&data_dir.join("mlbox.db"))?;
+        let auth = crate::auth::Auth::open(&store, config.auth, config.tls.is_some())?;
         let logs = LogHub::new(data_dir.join("logs"));
         let ops = Registry::builtin();
         let serving = crate::serving::Serving::open(
@@ -85,12 +89,27 @@ impl App {
             search.update(crate::search::Item::RunAll(id));
         }
         let lock = Mutex::new(lock);
-        Ok(App { config, store, engine, logs, ops, serving, search, stopping: Default::default(), lock })
+        Ok(App {
+            config,
+            store,
+            engine,
+            logs,
+            ops,
+            serving,
+            search,
+            auth,
+            maintenance: Mutex::new(()),
+            stopping: Default::default(),
+            lock,
+        })
     }
 
     /// Tell other mlbox processes where this one listens.
     pub fn publish(&self, addr: &str, kind: &str) -> Result<()> {
-        let info = LockInfo { pid: std::process::id(), addr: addr.to_string(), kind: kind.to_string() };
+        // The local token is in place before anyone learns where to send it.
+        self.auth.write_local_token(&self.config.data_dir)?;
+        let tls = self.config.tls.is_some() && kind == "serve";
+        let info = LockInfo { pid: std::process::id(), addr: addr.to_string(), kind: kind.to_string(), tls };
         self.lock.lock().map_err(Error::internal)?.publish(&info)?;
         Ok(())
     }

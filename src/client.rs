@@ -9,6 +9,8 @@ use serde_json::Value;
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    /// Sent as `Authorization: Bearer` on every request.
+    token: Option<String>,
 }
 
 /// One Server-Sent Event.
@@ -24,7 +26,32 @@ impl Client {
             .timeout_connect(Some(Duration::from_secs(5)))
             .build()
             .into();
-        Client { base: base.trim_end_matches('/').to_string(), agent }
+        Client { base: base.trim_end_matches('/').to_string(), agent, token: None }
+    }
+
+    /// The HTTPS server on this machine that published its loopback address in the data dir
+    /// lock: its certificate names the host the team uses, not 127.0.0.1, so it is not checked.
+    pub fn loopback_tls(base: &str) -> Client {
+        let tls = ureq::tls::TlsConfig::builder().disable_verification(true).build();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .tls_config(tls)
+            .build()
+            .into();
+        Client { base: base.trim_end_matches('/').to_string(), agent, token: None }
+    }
+
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token.filter(|t| !t.trim().is_empty()).map(|t| t.trim().to_string());
+        self
+    }
+
+    fn auth<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => r.header("authorization", format!("Bearer {t}")),
+            None => r,
+        }
     }
 
     fn check(&self, what: &str, mut resp: ureq::http::Response<ureq::Body>) -> anyhow::Result<Value> {
@@ -39,18 +66,21 @@ impl Client {
             .and_then(Value::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| body.to_string());
-        Err(anyhow!("{message}")).with_context(|| format!("{what} failed ({status})"))
+        let hint = if status == 401 { " (give an API token with --token or MLBOX_TOKEN)" } else { "" };
+        Err(anyhow!("{message}")).with_context(|| format!("{what} failed ({status}){hint}"))
     }
 
     pub fn get(&self, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let resp = self.agent.get(&url).call().with_context(|| format!("cannot reach mlbox at {}", self.base))?;
+        let resp =
+            self.auth(self.agent.get(&url)).call().with_context(|| format!("cannot reach mlbox at {}", self.base))?;
         self.check(&format!("GET {path}"), resp)
     }
 
     pub fn get_text(&self, path: &str) -> anyhow::Result<String> {
         let url = format!("{}{path}", self.base);
-        let mut resp = self.agent.get(&url).call().with_context(|| format!("cannot reach mlbox at {}", self.base))?;
+        let mut resp =
+            self.auth(self.agent.get(&url)).call().with_context(|| format!("cannot reach mlbox at {}", self.base))?;
         if resp.status().is_success() {
             return Ok(resp.body_mut().read_to_string()?);
         }
@@ -59,21 +89,54 @@ impl Client {
 
     pub fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let resp =
-            self.agent.post(&url).send_json(body).with_context(|| format!("cannot reach mlbox at {}", self.base))?;
+        let resp = self
+            .auth(self.agent.post(&url))
+            .send_json(body)
+            .with_context(|| format!("cannot reach mlbox at {}", self.base))?;
         self.check(&format!("POST {path}"), resp)
+    }
+
+    pub fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .auth(self.agent.delete(&url))
+            .call()
+            .with_context(|| format!("cannot reach mlbox at {}", self.base))?;
+        self.check(&format!("DELETE {path}"), resp)
+    }
+
+    /// POST with no body, saving the answer's body to `out`; returns its size.
+    pub fn post_to_file(&self, path: &str, out: &std::path::Path) -> anyhow::Result<u64> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .auth(self.agent.post(&url))
+            .send_empty()
+            .with_context(|| format!("cannot reach mlbox at {}", self.base))?;
+        if !resp.status().is_success() {
+            return Err(self
+                .check(&format!("POST {path}"), resp)
+                .err()
+                .unwrap_or_else(|| anyhow!("POST {path} failed")));
+        }
+        let mut file = std::fs::File::create(out).with_context(|| format!("cannot write {}", out.display()))?;
+        let n = std::io::copy(&mut resp.into_body().into_reader(), &mut file)?;
+        file.sync_all()?;
+        Ok(n)
     }
 
     pub fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let resp =
-            self.agent.put(&url).send_json(body).with_context(|| format!("cannot reach mlbox at {}", self.base))?;
+        let resp = self
+            .auth(self.agent.put(&url))
+            .send_json(body)
+            .with_context(|| format!("cannot reach mlbox at {}", self.base))?;
         self.check(&format!("PUT {path}"), resp)
     }
 
     pub fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
         let url = format!("{}{path}", self.base);
-        let mut resp = self.agent.get(&url).call().with_context(|| format!("cannot reach mlbox at {}", self.base))?;
+        let mut resp =
+            self.auth(self.agent.get(&url)).call().with_context(|| format!("cannot reach mlbox at {}", self.base))?;
         if resp.status().is_success() {
             return Ok(resp.body_mut().with_config().limit(1 << 30).read_to_vec()?);
         }
@@ -83,8 +146,7 @@ impl Client {
     pub fn post_text(&self, path: &str, body: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let resp = self
-            .agent
-            .post(&url)
+            .auth(self.agent.post(&url))
             .header("content-type", "application/yaml")
             .send(body)
             .with_context(|| format!("cannot reach mlbox at {}", self.base))?;
@@ -94,7 +156,8 @@ impl Client {
     /// Read an SSE stream, calling `f` per message until it returns false or the stream ends.
     pub fn sse(&self, path: &str, mut f: impl FnMut(SseMessage) -> bool) -> anyhow::Result<()> {
         let url = format!("{}{path}", self.base);
-        let resp = self.agent.get(&url).call().with_context(|| format!("cannot reach mlbox at {}", self.base))?;
+        let resp =
+            self.auth(self.agent.get(&url)).call().with_context(|| format!("cannot reach mlbox at {}", self.base))?;
         if !resp.status().is_success() {
             return self.check(&format!("GET {path}"), resp).map(|_| ());
         }

@@ -15,6 +15,10 @@ pub struct Overrides {
     pub pipelines: Option<PathBuf>,
     pub slots: Option<usize>,
     pub grace: Option<String>,
+    /// `--no-auth`.
+    pub no_auth: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `mlbox.toml`. Unknown keys are an error so typos do not pass silently.
@@ -29,6 +33,31 @@ struct FileConfig {
     body_limit: Option<usize>,
     prediction_log_rate: Option<u32>,
     prediction_log_keep: Option<u32>,
+    auth: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    request_timeout: Option<String>,
+    max_concurrent_requests: Option<usize>,
+    #[serde(default)]
+    retention: Retention,
+}
+
+/// How many runs to keep per pipeline; `mlbox gc` (and the server, hourly) deletes older
+/// finished runs with their logs and unreferenced artifacts. Unset: keep everything.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Keep at least the newest N runs of each pipeline.
+    pub keep_runs: Option<u32>,
+    /// Keep runs younger than D days.
+    pub keep_days: Option<u32>,
+}
+
+/// TLS certificate chain and private key, both PEM files.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +75,14 @@ pub struct Config {
     pub prediction_log_rate: u32,
     /// Logged predictions kept per model version; older ones are pruned.
     pub prediction_log_keep: u32,
+    /// Users, roles and tokens are required (off only with `--no-auth` on loopback).
+    pub auth: bool,
+    pub tls: Option<Tls>,
+    /// A request that takes longer is answered 408 (streams and log follows are exempt).
+    pub request_timeout: Duration,
+    /// Requests handled at once; more wait their turn.
+    pub max_concurrent_requests: usize,
+    pub retention: Retention,
 }
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
@@ -63,7 +100,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let addr_text = o.addr.clone().or(file.addr).unwrap_or_else(|| DEFAULT_ADDR.to_string());
-        let addr = addr_text
+        let addr: SocketAddr = addr_text
             .parse()
             .map_err(|_| anyhow::anyhow!("--addr {addr_text:?} is not an address like 127.0.0.1:8080"))?;
         let grace_text = o.grace.clone().or(file.grace).unwrap_or_else(|| "30s".into());
@@ -80,6 +117,26 @@ impl Config {
         if slots == 0 {
             anyhow::bail!("--slots must be at least 1");
         }
+        let auth = !o.no_auth && file.auth.unwrap_or(true);
+        let ip = addr.ip();
+        if !auth && !ip.is_loopback() {
+            anyhow::bail!(
+                "authentication can be turned off only on a loopback address (127.0.0.1 or ::1); {addr} is reachable \
+                 from other machines: drop --no-auth (or `auth = false`) or listen on 127.0.0.1"
+            );
+        }
+        let tls = match (o.tls_cert.clone().or(file.tls_cert), o.tls_key.clone().or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some(Tls { cert, key }),
+            (None, None) => None,
+            _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key (PEM files)"),
+        };
+        let timeout_text = file.request_timeout.unwrap_or_else(|| "300s".into());
+        let request_timeout = crate::pipeline::spec::parse_duration(&timeout_text)
+            .ok_or_else(|| anyhow::anyhow!("request_timeout {timeout_text:?} is not a duration like 60s"))?;
+        let max_concurrent_requests = file.max_concurrent_requests.unwrap_or(512);
+        if max_concurrent_requests == 0 {
+            anyhow::bail!("max_concurrent_requests must be at least 1");
+        }
         Ok(Config {
             addr,
             data_dir: o.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("mlbox-data")),
@@ -89,6 +146,11 @@ impl Config {
             body_limit: file.body_limit.unwrap_or(2 * 1024 * 1024),
             prediction_log_rate: file.prediction_log_rate.unwrap_or(10),
             prediction_log_keep: file.prediction_log_keep.unwrap_or(10_000),
+            auth,
+            tls,
+            request_timeout,
+            max_concurrent_requests,
+            retention: file.retention,
         })
     }
 }

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     BadRequest,
+    Unauthorized,
     Forbidden,
     InvalidSpec,
     InvalidParam,
@@ -24,6 +25,7 @@ impl Code {
     pub fn as_str(self) -> &'static str {
         match self {
             Code::BadRequest => "bad_request",
+            Code::Unauthorized => "unauthorized",
             Code::Forbidden => "forbidden",
             Code::InvalidSpec => "invalid_spec",
             Code::InvalidParam => "invalid_param",
@@ -40,6 +42,7 @@ impl Code {
     pub fn status(self) -> StatusCode {
         match self {
             Code::BadRequest => StatusCode::BAD_REQUEST,
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Forbidden => StatusCode::FORBIDDEN,
             Code::InvalidSpec => StatusCode::UNPROCESSABLE_ENTITY,
             Code::InvalidParam => StatusCode::UNPROCESSABLE_ENTITY,

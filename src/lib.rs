@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod artifacts;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -10,6 +11,8 @@ pub mod engine;
 pub mod error;
 pub mod lock;
 pub mod logs;
+pub mod maintenance;
+pub mod metrics;
 pub mod ops;
 pub mod pipeline;
 pub mod registry;

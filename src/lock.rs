@@ -14,6 +14,9 @@ pub struct LockInfo {
     pub addr: String,
     /// `serve`, or `cli` for a one-shot command that holds it for its own duration.
     pub kind: String,
+    /// The server speaks HTTPS.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// Held for the life of the owning process; the OS drops the lock if the process dies.

@@ -4,7 +4,9 @@
 mod common;
 mod e2e;
 mod ml;
+mod ops;
 mod search;
+mod security;
 mod serving;
 mod ui;
 

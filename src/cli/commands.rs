@@ -231,6 +231,12 @@ pub(super) fn runs(cmd: &RunsCmd, conn: &Connection) -> anyhow::Result<ExitCode>
             }
             print_comparison(&r);
         }
+        RunsCmd::Delete { ids, dry_run } => {
+            for id in ids {
+                let r = c.delete(&format!("/api/v1/runs/{id}?dry_run={dry_run}"))?;
+                super::admin::say_freed(&r);
+            }
+        }
         RunsCmd::Resume { id, wait } => {
             let r = c.post(&format!("/api/v1/runs/{id}/resume"), &json!({}))?;
             say!("run {id}: resuming {} tasks", r["reset_tasks"]);

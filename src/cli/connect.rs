@@ -27,13 +27,24 @@ struct Local {
 impl Connection {
     pub(super) fn open(cli: &Cli, config: Config) -> anyhow::Result<Connection> {
         if let Some(url) = &cli.server {
-            return Ok(Connection { client: Client::new(url), local: None });
+            return Ok(Connection { client: Client::new(url).with_token(cli.token.clone()), local: None });
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
             match app::acquire(&config.data_dir)? {
                 Acquire::HeldBy(Some(info)) => {
-                    return Ok(Connection { client: Client::new(&format!("http://{}", info.addr)), local: None });
+                    // The owner's local token (readable only by the user it runs as), unless one is given.
+                    let token = cli
+                        .token
+                        .clone()
+                        .or_else(|| std::fs::read_to_string(crate::auth::local_token_path(&config.data_dir)).ok());
+                    let client = if info.tls {
+                        Client::loopback_tls(&format!("https://{}", info.addr))
+                    } else {
+                        Client::new(&format!("http://{}", info.addr))
+                    };
+                    let client = client.with_token(token);
+                    return Ok(Connection { client, local: None });
                 }
                 Acquire::HeldBy(None) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50))
@@ -62,7 +73,8 @@ impl Connection {
                 })
                 .await;
         });
-        Ok(Connection { client: Client::new(&format!("http://{addr}")), local: Some(Local { app, rt, stop }) })
+        let client = Client::new(&format!("http://{addr}")).with_token(Some(app.auth.local_token().to_string()));
+        Ok(Connection { client, local: Some(Local { app, rt, stop }) })
     }
 
     /// Runs started by this command must finish before it exits when it owns the engine.

@@ -33,6 +33,7 @@ macro_rules! say_raw {
     }};
 }
 
+mod admin;
 mod commands;
 mod connect;
 mod registry;
@@ -51,6 +52,10 @@ pub struct Cli {
     /// Talk to this running server instead of the data dir (e.g. http://127.0.0.1:8080).
     #[arg(long, global = true, env = "MLBOX_SERVER")]
     pub server: Option<String>,
+    /// API token for --server (from `mlbox tokens create`). On the server's own machine the
+    /// data dir's local token is used instead.
+    #[arg(long, global = true, env = "MLBOX_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Config file (default: ./mlbox.toml if present).
     #[arg(long, global = true, env = "MLBOX_CONFIG")]
     pub config: Option<PathBuf>,
@@ -112,6 +117,45 @@ pub enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Users and their roles (admins).
+    Users {
+        #[command(subcommand)]
+        cmd: UsersCmd,
+    },
+    /// API tokens: create one per program or colleague, revoke it when done.
+    Tokens {
+        #[command(subcommand)]
+        cmd: TokensCmd,
+    },
+    /// The audit log: every change, who made it and when (admins).
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Only this user's changes.
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Save a consistent backup of the data dir (database, artifacts, logs) while the server runs.
+    Backup {
+        /// The archive to write (a .tar file).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into --data-dir (the server must be stopped). Existing data is refused
+    /// unless --force, which moves it aside into the data dir.
+    Restore {
+        file: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Apply retention (`[retention]` in mlbox.toml) and delete artifact files nothing references.
+    Gc {
+        /// Say what would be freed; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Full-text search over pipelines, runs, task logs, models and datasets, or
     /// `mlbox search reindex` to rebuild the index.
     #[command(args_conflicts_with_subcommands = true)]
@@ -156,6 +200,15 @@ pub struct ServeArgs {
     /// How long running tasks get to finish on Ctrl-C.
     #[arg(long, env = "MLBOX_GRACE")]
     pub grace: Option<String>,
+    /// Serve without users and tokens (allowed only on a loopback address).
+    #[arg(long, env = "MLBOX_NO_AUTH")]
+    pub no_auth: bool,
+    /// TLS certificate chain (PEM); with --tls-key, mlbox serves HTTPS.
+    #[arg(long, env = "MLBOX_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "MLBOX_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -207,6 +260,14 @@ pub enum RunsCmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Delete finished runs with their logs and the artifact files only they used.
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+        /// Say what would be freed; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Compare the tracked training experiments of several runs side by side: params (differences
     /// marked) and metrics.
     Compare {
@@ -220,6 +281,8 @@ pub enum RunsCmd {
         json: bool,
     },
 }
+
+pub use admin::{TokensCmd, UsersCmd};
 
 #[derive(Subcommand, Debug)]
 pub enum SearchCmd {
@@ -332,6 +395,9 @@ fn overrides(cli: &Cli) -> Overrides {
         o.pipelines = s.pipelines.clone();
         o.slots = s.slots;
         o.grace = s.grace.clone();
+        o.no_auth = s.no_auth;
+        o.tls_cert = s.tls_cert.clone();
+        o.tls_key = s.tls_key.clone();
     }
     o
 }
@@ -341,6 +407,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Serve(_) => serve::serve(config),
         Command::Validate { files } => validate(files),
+        Command::Restore { file, force } => admin::restore(file, &config.data_dir, *force),
         _ => {
             let conn = Connection::open(&cli, config)?;
             let out = command(&cli.command, &conn);
@@ -379,7 +446,15 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
 fn command(cmd: &Command, conn: &Connection) -> anyhow::Result<ExitCode> {
     let c = &conn.client;
     match cmd {
-        Command::Serve(_) | Command::Validate { .. } => unreachable!("handled before connecting"),
+        Command::Serve(_) | Command::Validate { .. } | Command::Restore { .. } => {
+            unreachable!("handled before connecting")
+        }
+        Command::Backup { out } => admin::backup(c, out),
+        Command::Gc { dry_run } => {
+            let r = c.post(&format!("/api/v1/admin/gc?dry_run={dry_run}"), &json!({}))?;
+            admin::say_freed(&r);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run { file, params, logical_date } => {
             let yaml = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
             let saved = c.post_text("/api/v1/pipelines", &yaml).map_err(|e| spec_error(file, e))?;
@@ -392,6 +467,9 @@ fn command(cmd: &Command, conn: &Connection) -> anyhow::Result<ExitCode> {
         Command::Pipelines { cmd } => pipelines(cmd, conn),
         Command::Models { cmd } => models(cmd, conn),
         Command::Predict { model, input, output } => predict(c, model, input, output.as_deref()),
+        Command::Users { cmd } => admin::users(cmd, c),
+        Command::Tokens { cmd } => admin::tokens(cmd, c),
+        Command::Audit { limit, actor, json } => admin::audit(c, *limit, actor.as_deref(), *json),
         Command::Search { cmd: Some(SearchCmd::Reindex), .. } => {
             let r = c.post("/api/v1/search/reindex", &json!({}))?;
             say!("search index rebuilt: {} documents", r["documents"]);

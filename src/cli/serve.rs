@@ -15,7 +15,15 @@ pub(super) fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let data_dir = config.data_dir.clone();
     let lock = wait_for_lock(&config)?;
     let rt = runtime()?;
+    // Bad TLS files stop the start before anything else is touched.
+    let tls = config.tls.as_ref().map(crate::server::tls::server_config).transpose()?;
     let app = Arc::new(App::open(config.clone(), lock, true)?);
+    if app.auth.enabled {
+        first_admin(&app)?;
+    }
+    if app.config.retention != crate::config::Retention::default() {
+        retention(app.clone())?;
+    }
     if let Some(dir) = &config.pipelines {
         for (file, r) in app.load_dir(dir) {
             match r {
@@ -41,8 +49,12 @@ pub(super) fn serve(config: Config) -> anyhow::Result<ExitCode> {
         });
     }
     app.publish(&reachable.to_string(), "serve")?;
-    tracing::info!(%addr, data_dir = %data_dir.display(), slots = config.slots, "mlbox is listening");
-    eprintln!("mlbox {} listening on http://{addr} (data dir {})", env!("CARGO_PKG_VERSION"), data_dir.display());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, data_dir = %data_dir.display(), slots = config.slots, auth = config.auth, "mlbox is listening");
+    eprintln!("mlbox {} listening on {scheme}://{addr} (data dir {})", env!("CARGO_PKG_VERSION"), data_dir.display());
+    if !config.auth {
+        eprintln!("authentication is off (--no-auth): anyone who can reach {addr} can change anything");
+    }
     let router = crate::server::router(app.clone());
     rt.block_on(async {
         let shutdown = async {
@@ -70,7 +82,13 @@ pub(super) fn serve(config: Config) -> anyhow::Result<ExitCode> {
             // Live streams (run events, log follows) end now instead of holding shutdown open.
             stopping.cancel();
         };
-        axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+        match tls {
+            Some(cfg) => {
+                let listener = crate::server::tls::TlsListener::new(listener, cfg)?;
+                axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+            }
+            None => axum::serve(listener, router).with_graceful_shutdown(shutdown).await,
+        }
     })?;
     let grace = config.grace;
     rt.block_on(async { tokio::task::spawn_blocking(move || app.shutdown(grace)).await })?;
@@ -100,4 +118,52 @@ fn wait_for_lock(config: &Config) -> anyhow::Result<crate::lock::DataDirLock> {
             }
         }
     }
+}
+
+/// An empty user table gets an admin: with the password in `MLBOX_ADMIN_PASSWORD` if set, else a
+/// random one printed here, once.
+fn first_admin(app: &App) -> anyhow::Result<()> {
+    use crate::auth;
+    if app.store.read(auth::user_count)? > 0 {
+        return Ok(());
+    }
+    let given = std::env::var("MLBOX_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+    let password = given.clone().unwrap_or_else(auth::new_password);
+    let hash = auth::hash_password(&password).context("MLBOX_ADMIN_PASSWORD")?;
+    app.store.write(move |tx| auth::add_user(tx, "admin", auth::Role::Admin, &hash))?;
+    if given.is_some() {
+        eprintln!("created user `admin` with the password from MLBOX_ADMIN_PASSWORD");
+    } else {
+        eprintln!(
+            "\n  created user `admin` with password  {password}\n  (shown only now; change it with `mlbox users set admin --password`)\n"
+        );
+    }
+    Ok(())
+}
+
+/// Apply retention a minute after start, then hourly, until the server stops.
+fn retention(app: Arc<App>) -> anyhow::Result<()> {
+    std::thread::Builder::new().name("mlbox-retention".into()).spawn(move || {
+        let mut wait = 60;
+        loop {
+            for _ in 0..wait {
+                if app.stopping.is_cancelled() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            wait = 3600;
+            match crate::maintenance::gc(&app, false) {
+                Ok(f) if !f.runs.is_empty() || f.artifact_files > 0 => tracing::info!(
+                    runs = f.runs.len(),
+                    artifact_files = f.artifact_files,
+                    bytes = f.bytes,
+                    "Retention deleted old runs"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e.message, "Retention failed"),
+            }
+        }
+    })?;
+    Ok(())
 }

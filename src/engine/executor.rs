@@ -154,6 +154,7 @@ fn worker(shared: Arc<Shared>, deps: Deps, reply: mpsc::Sender<Msg>, events: bro
                 {
                     let job = q.jobs.pop_front().expect("front exists");
                     q.free -= job.threads;
+                    crate::metrics::get().busy.fetch_add(job.threads, std::sync::atomic::Ordering::Relaxed);
                     break job;
                 }
                 q = match shared.cv.wait(q) {
@@ -166,6 +167,7 @@ fn worker(shared: Arc<Shared>, deps: Deps, reply: mpsc::Sender<Msg>, events: bro
         let report = run_job(job, &deps, &events);
         if let Ok(mut q) = shared.q.lock() {
             q.free += threads;
+            crate::metrics::get().busy.fetch_sub(threads, std::sync::atomic::Ordering::Relaxed);
         }
         shared.cv.notify_all();
         if reply.send(Msg::Report(report)).is_err() {
@@ -175,6 +177,9 @@ fn worker(shared: Arc<Shared>, deps: Deps, reply: mpsc::Sender<Msg>, events: bro
 }
 
 fn event(job: &Job, state: State, at: i64, duration_ms: Option<f64>, error: Option<String>) -> Event {
+    if let Some(ms) = duration_ms {
+        crate::metrics::get().task_finished(&job.pipeline, state.as_str(), ms / 1e3);
+    }
     Event {
         kind: "task",
         run_id: job.run_id,

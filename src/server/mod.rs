@@ -1,17 +1,19 @@
 //! The HTTP API: router, shared state, body limits and the JSON error shape. One file per URL family.
 
+pub mod auth;
 mod datasets;
 pub mod experiments;
+mod maintenance;
 mod models;
 mod oip;
 mod pipelines;
 mod runs;
 mod sse;
 mod streams;
+pub mod tls;
 mod ui;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -28,7 +30,20 @@ pub type AppState = Arc<App>;
 
 pub fn router(app: AppState) -> Router {
     let limit = app.config.body_limit;
+    // Users, tokens and access settings are small JSON bodies: a much smaller limit than the API's.
+    let small = 64 * 1024;
+    let admin = Router::new()
+        .route("/api/v1/me", get(auth::me))
+        .route("/api/v1/users", get(auth::list_users).post(auth::add_user))
+        .route("/api/v1/users/{name}", put(auth::set_user).delete(auth::remove_user))
+        .route("/api/v1/tokens", get(auth::list_tokens).post(auth::create_token))
+        .route("/api/v1/tokens/{id}", axum::routing::delete(auth::revoke_token))
+        .route("/api/v1/audit", get(auth::audit_log))
+        .route("/api/v1/models/{name}/access", put(auth::set_access))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(small))
+        .layer(DefaultBodyLimit::max(small));
     Router::new()
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/version", get(version))
@@ -40,7 +55,9 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/pipelines/{name}/trigger", post(pipelines::trigger))
         .route("/api/v1/pipelines/{name}/backfill", post(pipelines::backfill))
         .route("/api/v1/runs", get(runs::list))
-        .route("/api/v1/runs/{id}", get(runs::get))
+        .route("/api/v1/runs/{id}", get(runs::get).delete(maintenance::delete_run))
+        .route("/api/v1/admin/backup", post(maintenance::backup))
+        .route("/api/v1/admin/gc", post(maintenance::gc))
         .route("/api/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/api/v1/runs/{id}/resume", post(runs::resume))
         .route("/api/v1/runs/{id}/events", get(sse::run_events))
@@ -81,6 +98,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v2/repository/models/{name}/load", post(oip::repository_load))
         .route("/v2/repository/models/{name}/unload", post(oip::repository_unload))
         .merge(ui::routes().layer(tower_http::compression::CompressionLayer::new()))
+        .merge(admin)
         .fallback(not_found)
         // A declared Content-Length over the limit is refused before any of the body is read; a chunked
         // body is cut off by the extractors' DefaultBodyLimit once it passes the limit.
@@ -88,13 +106,44 @@ pub fn router(app: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         // Streams are long-lived request bodies: no total limit (each line is limited instead).
         .route("/api/v1/streams/{name}", post(streams::stream))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), auth::layer))
         .layer(axum::middleware::from_fn(json_errors))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(300),
+            app.config.request_timeout,
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // One limit shared by every route: more requests than this wait for a turn.
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(app.config.max_concurrent_requests))
+        .layer(axum::middleware::from_fn(http_metrics))
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = %id)
+        }))
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(tower_http::request_id::MakeRequestUuid))
         .with_state(app)
+}
+
+/// Count and time every request by its route pattern (not its path, so ids do not explode the
+/// label set).
+async fn http_metrics(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let t0 = std::time::Instant::now();
+    let resp = next.run(req).await;
+    crate::metrics::get().http(&route, &method, resp.status().as_u16(), t0.elapsed().as_secs_f64());
+    resp
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(axum::extract::State(app): axum::extract::State<AppState>) -> Result<Response, Error> {
+    let text =
+        blocking(move || crate::metrics::get().render(&app.store, &app.config.data_dir, app.config.slots)).await?;
+    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response())
 }
 
 /// `GET /api/v1/search?q=...&kind=...&limit=&offset=`: hits with highlighted snippets, best first.

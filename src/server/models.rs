@@ -83,7 +83,8 @@ pub async fn register(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse, Error> {
-    let b: RegisterBody = json_body(&body)?;
+    let mut b: RegisterBody = json_body(&body)?;
+    let created_by = super::auth::actor_or(b.actor.take(), "api");
     let v = blocking(move || {
         let sha = match (b.experiment, b.sha256) {
             (Some(id), None) => app
@@ -104,7 +105,7 @@ pub async fn register(
             description: b.description,
             tags: if b.tags.is_null() { json!({}) } else { b.tags },
             map_index: -1,
-            created_by: b.actor.unwrap_or_else(|| "api".into()),
+            created_by,
             ..Default::default()
         })
     })
@@ -159,7 +160,8 @@ pub async fn set_alias(
     Path((name, alias)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, Error> {
-    let b: AliasBody = json_body(&body)?;
+    let mut b: AliasBody = json_body(&body)?;
+    let actor = super::auth::actor_or(b.actor.take(), "api");
     blocking(move || {
         if b.require_blessed {
             let v = app.store.read(|c| registry::version(c, &name, b.version))?;
@@ -170,7 +172,6 @@ pub async fn set_alias(
                 )));
             }
         }
-        let actor = b.actor.unwrap_or_else(|| "api".into());
         Ok(Json(app.serving.promote(&name, &alias, b.version, &actor, &b.reason)?))
     })
     .await
@@ -191,7 +192,7 @@ pub async fn delete_alias(
     body: Bytes,
 ) -> Result<Json<Value>, Error> {
     let b: RemoveBody = json_body(&body)?;
-    let actor = b.actor.unwrap_or_else(|| "api".into());
+    let actor = super::auth::actor_or(b.actor, "api");
     blocking(move || Ok(Json(app.serving.remove_alias(&name, &alias, &actor, &b.reason)?))).await
 }
 

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{AppState, blocking};
+use crate::auth::{self, Via};
 use crate::error::{Code, Error};
 use crate::store::{self, experiments, pipelines, runs};
 
@@ -37,6 +38,9 @@ pub fn routes() -> Router<AppState> {
         .route("/models/{name}", get(model_page))
         .route("/models/{name}/versions/{v}", get(model_version_page))
         .route("/search", get(search_page))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/admin/audit", get(audit_page))
         .route("/ui/pipelines/{name}/trigger", post(trigger))
         .route("/ui/pipelines/{name}/pause", post(pause))
         .route("/ui/pipelines/{name}/unpause", post(unpause))
@@ -70,8 +74,28 @@ async fn same_site_forms(req: axum::extract::Request, next: axum::middleware::Ne
     next.run(req).await
 }
 
+/// The page frame, with the signed-in user from the request's principal.
 fn frame(title: impl Into<String>, section: &'static str) -> Frame {
-    Frame { title: title.into(), section, query: String::new(), version: env!("CARGO_PKG_VERSION").into() }
+    let me = super::auth::current();
+    let (user, csrf) = match me.via {
+        Via::Session { csrf } => (me.name, csrf),
+        Via::Token => (me.name, String::new()),
+        _ => (String::new(), String::new()),
+    };
+    Frame {
+        title: title.into(),
+        section,
+        query: String::new(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        role: if user.is_empty() { String::new() } else { me.role.as_str().into() },
+        user,
+        csrf,
+    }
+}
+
+/// An error as an HTML page (for refusals made before a page handler runs).
+pub(super) fn problem_page(e: Error) -> Response {
+    Page(Err((e, frame("Error", "")))).into_response()
 }
 
 /// A page, or the error as a page with the error's status.
@@ -617,11 +641,12 @@ struct PromoteForm {
 
 async fn promote(State(app): State<AppState>, Path(name): Path<String>, Form(form): Form<PromoteForm>) -> Response {
     let n = name.clone();
+    let actor = super::auth::actor_or(None, "ui");
     let r = blocking(move || {
         if form.confirm.as_deref() != Some("yes") {
             return Err(Error::bad_request("tick the confirmation box to move an alias"));
         }
-        app.serving.promote(&n, form.alias.trim(), form.version, "ui", &form.reason)?;
+        app.serving.promote(&n, form.alias.trim(), form.version, &actor, &form.reason)?;
         Ok(format!("/models/{n}"))
     })
     .await;
@@ -672,4 +697,107 @@ async fn asset(Path(path): Path<String>) -> Response {
         }
         None => (StatusCode::NOT_FOUND, "no such file").into_response(),
     }
+}
+
+#[derive(Deserialize, Default)]
+struct LoginQuery {
+    #[serde(default)]
+    next: String,
+}
+
+/// Only paths on this site are followed after a login (no `//host` or `https://` redirects).
+fn safe_next(next: &str) -> String {
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') { next.to_string() } else { "/".into() }
+}
+
+async fn login_page(State(app): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
+    if !app.auth.enabled {
+        return Redirect::to("/").into_response();
+    }
+    Html(pages::login(frame("Log in", ""), &safe_next(&q.next), "")).into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    name: String,
+    password: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// A correct name and password start a session: an HttpOnly, SameSite=Strict cookie (Secure
+/// over TLS). Wrong ones get the form again with a 401 and the same message either way.
+async fn login(State(app): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+    if !app.auth.enabled {
+        return Redirect::to("/").into_response();
+    }
+    let next = safe_next(&form.next);
+    let name = form.name.trim().chars().take(64).collect::<String>();
+    let a = app.clone();
+    let n = name.clone();
+    let r = blocking(move || {
+        let Some(user) = a.store.read(|c| auth::check_login(c, &n, &form.password))? else {
+            return Ok(None);
+        };
+        let who = user.name.clone();
+        Ok(Some(a.store.write(move |tx| auth::create_session(tx, &who))?))
+    })
+    .await;
+    let ok = matches!(r, Ok(Some(_)));
+    let details = json!({"via": "login form", "ok": ok});
+    let status = if ok { 303 } else { 401 };
+    app.store.write_nowait(move |tx| {
+        let record = auth::AuditRecord {
+            actor: &name,
+            action: "POST /login",
+            target: "/login",
+            status,
+            request_id: None,
+            details: &details,
+        };
+        auth::record(tx, &record)
+    });
+    match r {
+        Ok(Some((session, _csrf))) => {
+            let secure = if app.auth.secure_cookies { "; Secure" } else { "" };
+            let cookie = format!(
+                "{}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+                super::auth::SESSION_COOKIE,
+                auth::SESSION_US / 1_000_000
+            );
+            ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
+        }
+        Ok(None) => {
+            // A fixed pause makes guessing slow without locking anyone out.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let html = pages::login(frame("Log in", ""), &next, "Wrong user name or password.");
+            (StatusCode::UNAUTHORIZED, Html(html)).into_response()
+        }
+        Err(e) => Page(Err((e, frame("Log in", "")))).into_response(),
+    }
+}
+
+/// End this browser's session.
+async fn logout(State(app): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(id) = super::auth::cookie(&headers, super::auth::SESSION_COOKIE) {
+        let id = id.to_string();
+        let _ = blocking(move || app.store.write(move |tx| auth::end_session(tx, &id))).await;
+    }
+    let clear = format!("{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0", super::auth::SESSION_COOKIE);
+    ([(header::SET_COOKIE, clear)], Redirect::to("/login")).into_response()
+}
+
+#[derive(Deserialize)]
+struct AuditPageQuery {
+    before: Option<i64>,
+}
+
+async fn audit_page(State(app): State<AppState>, Query(q): Query<AuditPageQuery>) -> Page {
+    let f = frame("Audit log", "");
+    let fr = f.clone();
+    let q = super::auth::AuditQuery { limit: Some(100), before: q.before, actor: None };
+    Page(match super::auth::audit_page(app, q).await {
+        Ok(d) => Ok(pages::audit(fr, &d)),
+        Err(e) => Err((e, f)),
+    })
 }

@@ -111,6 +111,7 @@ impl PredictionLog {
     pub fn record(&self, stats: &Stats, e: Entry<'_>, records: usize, body: impl FnOnce() -> (Value, Value)) {
         let ok = e.status < 400;
         stats.observe(records, e.latency_us, ok);
+        crate::metrics::get().inference(e.model, e.version, ok, e.latency_us as f64 / 1e6);
         if !stats.sample(self.rate) {
             return;
         }

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_tracking.sql"),
     include_str!("migrations/0004_registry.sql"),
     include_str!("migrations/0005_datasets_by_run.sql"),
+    include_str!("migrations/0006_auth.sql"),
 ];
 const READERS: usize = 4;
 const MAX_BATCH: usize = 128;

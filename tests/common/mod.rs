@@ -33,11 +33,29 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
 }
 
 impl TestServer {
+    /// A server with authentication off (loopback only), as on a laptop.
     pub fn start(data_dir: &Path) -> TestServer {
         Self::start_with(data_dir, &[])
     }
 
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> TestServer {
+        let mut args = vec!["--no-auth"];
+        args.extend_from_slice(extra);
+        Self::spawn(data_dir, &args, &[])
+    }
+
+    /// A server with authentication on (the default), its first admin's password given.
+    pub fn start_auth(data_dir: &Path, admin_password: &str) -> TestServer {
+        Self::spawn(data_dir, &[], &[("MLBOX_ADMIN_PASSWORD", admin_password)])
+    }
+
+    /// `mlbox serve` with its stderr in `server.log` beside the data dir's files.
+    pub fn spawn(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> TestServer {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("server.log"))
+            .expect("server log");
         let child = Command::new(BIN)
             .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -45,9 +63,11 @@ impl TestServer {
             // Its own cwd, so the repo's ./pipelines and ./mlbox.toml are not picked up.
             .current_dir(data_dir)
             .env("MLBOX_LOG", "warn")
+            .env_remove("MLBOX_ADMIN_PASSWORD")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start mlbox serve");
         let lock = data_dir.join("mlbox.lock");
@@ -56,11 +76,49 @@ impl TestServer {
             let text = std::fs::read_to_string(&lock).ok()?;
             let v: Value = serde_json::from_str(&text).ok()?;
             let addr = v["addr"].as_str()?;
-            (v["kind"] == "serve" && v["pid"] == pid).then(|| format!("http://{addr}"))
+            let scheme = if v["tls"] == true { "https" } else { "http" };
+            (v["kind"] == "serve" && v["pid"] == pid).then(|| format!("{scheme}://{addr}"))
         });
         let s = TestServer { child, base, data_dir: data_dir.to_path_buf() };
         wait_for(30, "readyz", || (s.get("/readyz").0 == 200).then_some(()));
         s
+    }
+
+    /// The data dir's local token: admin rights for mlbox commands on this machine.
+    pub fn local_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("local.token")).expect("local.token")
+    }
+
+    /// Any request with an optional bearer token and extra headers; answers status, headers, body.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> (u16, Vec<(String, String)>, String) {
+        let agent = self.agent_with(0);
+        let mut req = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut resp = match body {
+            Some(b) => agent.run(req.body(b.to_vec()).unwrap()),
+            None => agent.run(req.body(()).unwrap()),
+        }
+        .expect("request");
+        let status = resp.status().as_u16();
+        let hs = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        (status, hs, text)
     }
 
     pub fn kill9(&mut self) {
@@ -75,8 +133,20 @@ impl TestServer {
         self.child.wait().expect("wait for the server")
     }
 
-    fn agent() -> ureq::Agent {
-        ureq::Agent::config_builder().http_status_as_error(false).build().into()
+    /// A client for this server (over HTTPS it does not check the test's self-signed certificate;
+    /// the TLS test checks it with its own client).
+    fn agent(&self) -> ureq::Agent {
+        self.agent_with(10)
+    }
+
+    fn agent_with(&self, max_redirects: u32) -> ureq::Agent {
+        let b = ureq::Agent::config_builder().http_status_as_error(false).max_redirects(max_redirects);
+        let b = if self.base.starts_with("https") {
+            b.tls_config(ureq::tls::TlsConfig::builder().disable_verification(true).build())
+        } else {
+            b
+        };
+        b.build().into()
     }
 
     fn finish(mut r: ureq::http::Response<ureq::Body>) -> (u16, Value) {
@@ -86,25 +156,34 @@ impl TestServer {
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
-        Self::finish(Self::agent().get(&format!("{}{path}", self.base)).call().expect("GET"))
+        Self::finish(self.agent().get(&format!("{}{path}", self.base)).call().expect("GET"))
     }
 
     pub fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        Self::finish(Self::agent().post(&format!("{}{path}", self.base)).send_json(body).expect("POST"))
+        Self::finish(self.agent().post(&format!("{}{path}", self.base)).send_json(body).expect("POST"))
     }
 
     pub fn post_raw(&self, path: &str, body: impl AsRef<[u8]>) -> (u16, Value) {
-        Self::finish(Self::agent().post(&format!("{}{path}", self.base)).send(body.as_ref()).expect("POST"))
+        Self::finish(self.agent().post(&format!("{}{path}", self.base)).send(body.as_ref()).expect("POST"))
     }
 
     /// Sends only the head of a POST that declares `len` body bytes, and reads the answer.
     pub fn post_headers_only(&self, path: &str, len: usize) -> (u16, Value) {
+        self.post_head_with(path, len, None)
+    }
+
+    /// `post_headers_only` with a bearer token.
+    pub fn post_head_with(&self, path: &str, len: usize, token: Option<&str>) -> (u16, Value) {
         use std::io::{Read, Write};
         let addr = self.base.trim_start_matches("http://");
         let mut sock = std::net::TcpStream::connect(addr).expect("connect");
         sock.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
-        write!(sock, "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")
-            .unwrap();
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        write!(
+            sock,
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {len}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut text = String::new();
         let _ = sock.read_to_string(&mut text);
         let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -128,6 +207,17 @@ impl TestServer {
     pub fn wait_run(&self, id: i64, secs: u64) -> Value {
         wait_for(secs, &format!("run {id} to finish"), || {
             let (_, v) = self.get(&format!("/api/v1/runs/{id}"));
+            matches!(v["run"]["state"].as_str(), Some("success" | "failed" | "cancelled")).then_some(v)
+        })
+    }
+}
+
+impl TestServer {
+    /// `wait_run` with a bearer token, for servers with authentication on.
+    pub fn wait_run_with(&self, id: i64, token: &str) -> Value {
+        wait_for(60, &format!("run {id} to finish"), || {
+            let (_, _, text) = self.call("GET", &format!("/api/v1/runs/{id}"), Some(token), &[], None);
+            let v: Value = serde_json::from_str(&text).ok()?;
             matches!(v["run"]["state"].as_str(), Some("success" | "failed" | "cancelled")).then_some(v)
         })
     }

@@ -1,5 +1,6 @@
 //! The UI in a real browser: Debian's chromium, driven by playwright-core (e2e/ui.test.mjs),
-//! against the real server with the small taxi pipeline loaded. A new user's path: home →
+//! against the real server with the small taxi pipeline loaded and sign-in on. A new user's path:
+//! login → home →
 //! trigger → the run reaching success live → a task log → search → promote → try it. A
 //! screenshot of every page is saved under `$CARGO_TARGET_TMPDIR/ui-screenshots/`.
 
@@ -24,13 +25,16 @@ fn a_new_user_clicks_through_the_ui_in_a_real_browser() {
     let _ = std::fs::remove_dir_all(&shots);
 
     let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(dir.path());
-    s.apply(&crate::serving::taxi_serving_pipeline());
+    let s = TestServer::start_auth(dir.path(), "e2e-admin-password");
+    let pipeline = crate::serving::taxi_serving_pipeline();
+    let (st, _, text) = s.call("POST", "/api/v1/pipelines", Some(&s.local_token()), &[], Some(pipeline.as_bytes()));
+    assert_eq!(st, 201, "{text}");
     let out = Command::new("node")
         .arg("--test")
         .arg("--test-reporter=spec")
         .arg(e2e.join("ui.test.mjs"))
         .env("BASE_URL", &s.base)
+        .env("MLBOX_PASSWORD", "e2e-admin-password")
         .env("SHOTS", &shots)
         .env("CHROMIUM", &chromium)
         .output()

@@ -275,6 +275,7 @@ fn taxi_model_is_registered_promoted_and_served_the_same_online_and_in_batch() {
     assert!(total > 100, "{stats}");
 
     crate::ui::ml_pages_show_models_experiments_and_datasets(&s);
+    crate::ops::backup_restores_every_run_model_and_artifact(&s);
 }
 
 fn log_has(s: &TestServer, run: &Value, t: &str, text: &str) -> bool {

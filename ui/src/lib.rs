@@ -20,13 +20,27 @@ pub const NAV: &[(&str, &str)] = &[
     ("Models", "/models"),
 ];
 
-/// What every page shares: its title, which header section is current, and the search text.
+/// What every page shares: its title, which header section is current, the search text, and
+/// who is signed in (empty when authentication is off) with their session's CSRF token.
 #[derive(Debug, Clone, Default)]
 pub struct Frame {
     pub title: String,
     pub section: &'static str,
     pub query: String,
     pub version: String,
+    pub user: String,
+    pub role: String,
+    pub csrf: String,
+}
+
+/// The session's CSRF token, provided to every component of a page.
+#[derive(Debug, Clone, Default)]
+struct Csrf(String);
+
+/// The hidden field every state-changing form carries (empty without a browser session).
+pub fn csrf_field() -> impl IntoView {
+    let token = use_context::<Csrf>().unwrap_or_default().0;
+    (!token.is_empty()).then(|| view! { <input type="hidden" name="csrf" value=token/> })
 }
 
 /// A complete HTML document around `body`, rendered inside its own reactive owner (dropped
@@ -34,7 +48,19 @@ pub struct Frame {
 pub fn document<V: IntoView + 'static>(frame: Frame, body: impl FnOnce() -> V) -> String {
     let owner = Owner::new();
     let html = owner.with(move || {
-        let Frame { title, section, query, version } = frame;
+        let Frame { title, section, query, version, user, role, csrf } = frame;
+        provide_context(Csrf(csrf.clone()));
+        let who = (!user.is_empty()).then(|| {
+            let label = format!("{user} ({role})");
+            view! {
+                <form class="who" method="post" action="/logout">
+                    {(role == "admin").then(|| view! { <a href="/admin/audit">"Audit log"</a> })}
+                    <span>{label}</span>
+                    {csrf_field()}
+                    <button type="submit">"Log out"</button>
+                </form>
+            }
+        });
         let nav = NAV
             .iter()
             .map(|(label, href)| {
@@ -53,6 +79,7 @@ pub fn document<V: IntoView + 'static>(frame: Frame, body: impl FnOnce() -> V) -
                     <title>{format!("{title} · mlbox")}</title>
                     <link rel="icon" type="image/svg+xml" href="/static/favicon.svg"/>
                     <link rel="stylesheet" href=css/>
+                    <meta name="csrf-token" content=csrf/>
                     <script defer src=js></script>
                 </head>
                 <body>
@@ -71,6 +98,7 @@ pub fn document<V: IntoView + 'static>(frame: Frame, body: impl FnOnce() -> V) -
                                 aria-label="Search"
                             />
                         </form>
+                        {who}
                     </header>
                     <main>{body()}</main>
                     <footer>
@@ -148,7 +176,13 @@ mod tests {
 
     #[test]
     fn the_document_has_the_shell_and_escapes_text() {
-        let f = Frame { title: "Runs <x>".into(), section: "Runs", query: "a\"b".into(), version: "1.2.3".into() };
+        let f = Frame {
+            title: "Runs <x>".into(),
+            section: "Runs",
+            query: "a\"b".into(),
+            version: "1.2.3".into(),
+            ..Default::default()
+        };
         let html = document(f, || view! { <p>"body <b>"</p> });
         assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
         assert!(html.contains("<title>Runs &lt;x&gt; · mlbox</title>"), "{html}");

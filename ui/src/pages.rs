@@ -9,10 +9,10 @@ use leptos::prelude::*;
 use serde_json::Value;
 
 use crate::svg::{self, Series};
-use crate::{Frame, badge, document, empty, heading, num, text, took, when};
+use crate::{Frame, badge, csrf_field, document, empty, heading, num, text, took, when};
 
 /// A value for a URL query string.
-fn enc(s: &str) -> String {
+pub fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
@@ -191,7 +191,7 @@ fn trigger_form(name: &str, params: Vec<Value>) -> impl IntoView + use<> {
     view! {
         <details class="trigger">
             <summary class="button primary">"Trigger"</summary>
-            <form method="post" action=action class="params">
+            <form method="post" action=action class="params">{csrf_field()}
                 {fields}
                 <button type="submit" class="primary">"Start run"</button>
             </form>
@@ -203,7 +203,7 @@ fn pause_button(name: &str, paused: bool) -> impl IntoView + use<> {
     let (verb, label) = if paused { ("unpause", "Unpause") } else { ("pause", "Pause") };
     let action = format!("/ui/pipelines/{name}/{verb}");
     view! {
-        <form method="post" action=action class="inline">
+        <form method="post" action=action class="inline">{csrf_field()}
             <button type="submit">{label}</button>
         </form>
     }
@@ -413,11 +413,11 @@ pub fn run(frame: Frame, d: &Value) -> String {
         let gantt = svg::gantt(&spans, now);
         let cancel = matches!(state.as_str(), "queued" | "running").then(|| {
             let action = format!("/ui/runs/{id}/cancel");
-            view! { <form method="post" action=action class="inline" data-confirm="Cancel this run? Running tasks are stopped."><button type="submit" class="danger">"Cancel"</button></form> }
+            view! { <form method="post" action=action class="inline" data-confirm="Cancel this run? Running tasks are stopped.">{csrf_field()}<button type="submit" class="danger">"Cancel"</button></form> }
         });
         let resume = matches!(state.as_str(), "failed" | "cancelled").then(|| {
             let action = format!("/ui/runs/{id}/resume");
-            view! { <form method="post" action=action class="inline"><button type="submit">"Resume"</button></form> }
+            view! { <form method="post" action=action class="inline">{csrf_field()}<button type="submit">"Resume"</button></form> }
         });
         let tasks = all_tasks[..shown]
             .iter()
@@ -960,7 +960,7 @@ pub fn model(frame: Frame, d: &Value) -> String {
             <div class="cols">
                 <section class="card">
                     <h2>"Promote"</h2>
-                    <form method="post" action=promote_action class="params" data-confirm=confirm>
+                    <form method="post" action=promote_action class="params" data-confirm=confirm>{csrf_field()}
                         <label><span>"Version"</span><select name="version">{version_options}</select></label>
                         <label><span>"Alias"</span><input name="alias" value="production"/></label>
                         <label><span>"Reason"</span><input name="reason" placeholder="why (kept in the history)"/></label>
@@ -970,7 +970,7 @@ pub fn model(frame: Frame, d: &Value) -> String {
                 </section>
                 <section class="card">
                     <h2>"Try it"</h2>
-                    <form method="post" action=try_action class="try" data-try=try_api>
+                    <form method="post" action=try_action class="try" data-try=try_api>{csrf_field()}
                         <label><span>"Alias"</span><input name="alias" value=text(&d["try_alias"])/></label>
                         <textarea name="input" rows="6" spellcheck="false">{text(&d["try_input"])}</textarea>
                         <button type="submit" class="primary">"Predict"</button>
@@ -1065,6 +1065,62 @@ pub fn problem(frame: Frame, status: u16, message: &str) -> String {
             {heading(format!("{status}"), None)}
             <p class="error-box">{message}</p>
             <p><a href="/">"Back to the overview"</a></p>
+        }
+    })
+}
+
+/// `/login`: user name and password, with the reason after a failed attempt.
+pub fn login(frame: Frame, next: &str, error: &str) -> String {
+    let (next, error) = (next.to_string(), error.to_string());
+    document(frame, move || {
+        view! {
+            <section class="card login">
+                <h1>"Log in"</h1>
+                {(!error.is_empty()).then(|| view! { <p class="error-box">{error}</p> })}
+                <form method="post" action="/login" class="params">
+                    <input type="hidden" name="next" value=next/>
+                    <label><span>"User"</span><input name="name" autocomplete="username" required=true autofocus=true/></label>
+                    <label><span>"Password"</span><input type="password" name="password" autocomplete="current-password" required=true/></label>
+                    <button type="submit" class="primary">"Log in"</button>
+                </form>
+                <p class="sub">"No account yet? An admin creates one with " <code>"mlbox users add NAME --role viewer"</code> "."</p>
+            </section>
+        }
+    })
+}
+
+/// `/admin/audit`: state changes, newest first (admins only).
+pub fn audit(frame: Frame, d: &Value) -> String {
+    let rows = arr(&d["entries"]);
+    let next = d["next_before"].as_i64().map(|b| format!("/admin/audit?before={b}"));
+    document(frame, move || {
+        let body = rows
+            .iter()
+            .map(|e| {
+                let status = text(&e["status"]);
+                let class =
+                    if e["status"].as_i64().unwrap_or(0) >= 400 { "st-failed badge" } else { "st-success badge" };
+                view! {
+                    <tr>
+                        <td>{when(&e["at"])}</td>
+                        <td>{text(&e["actor"])}</td>
+                        <td><code>{text(&e["action"])}</code></td>
+                        <td><code>{text(&e["target"])}</code></td>
+                        <td><span class=class>{status}</span></td>
+                        <td class="muted">{text(&e["request_id"])}</td>
+                    </tr>
+                }
+            })
+            .collect_view();
+        view! {
+            {heading("Audit log".into(), Some("Every change made through the API, the UI or the CLI, with who made it".into()))}
+            <section class="card">
+                <table class="grid-table">
+                    <thead><tr><th>"When (UTC)"</th><th>"Who"</th><th>"Action"</th><th>"Target"</th><th>"Status"</th><th>"Request id"</th></tr></thead>
+                    <tbody>{body}</tbody>
+                </table>
+                {next.map(|href| view! { <p><a href=href>"Older entries"</a></p> })}
+            </section>
         }
     })
 }
