@@ -203,6 +203,14 @@ fn main() {
     // Pages: the same router `mlbox serve` runs, one request at a time.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let router = mlbox::server::router(app.clone());
+    let hash = mlbox::auth::hash_password("bench-password").unwrap();
+    let (_, token) = app
+        .store
+        .write(move |tx| {
+            mlbox::auth::add_user(tx, "bench", mlbox::auth::Role::Viewer, &hash)?;
+            mlbox::auth::create_token(tx, "bench", "bench")
+        })
+        .unwrap();
     let mid = ids[ids.len() / 2];
     let pages = [
         "/".to_string(),
@@ -220,7 +228,11 @@ fn main() {
     let mut worst: f64 = 0.0;
     for path in pages {
         let get = |path: &str| {
-            let req = axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+            // Signed in as a viewer with an API token, as a team's server is used.
+            let req = axum::http::Request::get(path)
+                .header("authorization", format!("Bearer {token}"))
+                .body(axum::body::Body::empty())
+                .unwrap();
             let r = router.clone();
             rt.block_on(async move {
                 let resp = tower::ServiceExt::oneshot(r, req).await.unwrap();

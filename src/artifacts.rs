@@ -45,7 +45,12 @@ fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
     Ok((h.finalize().iter().map(|b| format!("{b:02x}")).collect(), size))
 }
 
-/// Move every regular file under `dir` into the content store; returns what was stored.
+/// Held shared while files move into the store and their rows are written, and exclusively while
+/// files are deleted from it (`maintenance`), so a file is never deleted between the two.
+pub static STORE_LOCK: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Move every regular file under `dir` into the content store; returns what was stored. Hold
+/// [`STORE_LOCK`] (shared) until the rows naming them are written.
 pub fn collect(dir: &Path, data_dir: &Path) -> std::io::Result<Vec<Stored>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -72,6 +77,8 @@ pub fn collect(dir: &Path, data_dir: &Path) -> std::io::Result<Vec<Stored>> {
                 }
                 std::fs::rename(&path, &dest)?;
             }
+            // A rename keeps the file's old time; `gc` spares files stored in the last hour.
+            let _ = std::fs::File::open(&dest).and_then(|f| f.set_modified(std::time::SystemTime::now()));
             let name = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().replace('\\', "/");
             out.push(Stored { name, sha256, size });
         }

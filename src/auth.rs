@@ -100,7 +100,16 @@ pub struct Auth {
     local_token: String,
     /// Models whose serving endpoints answer without a token.
     public_models: RwLock<HashSet<String>>,
+    /// Failed logins per user name: (count, when the window began).
+    failures: std::sync::Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>,
+    /// Password checks running at once.
+    pub login_slots: tokio::sync::Semaphore,
 }
+
+/// After this many failed logins for one name within `LOCKOUT`, that name is refused until the
+/// window ends (the password hash check itself is slow, but not slow enough alone).
+const MAX_FAILURES: u32 = 10;
+const LOCKOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 impl Auth {
     pub fn open(store: &crate::store::Store, enabled: bool, secure_cookies: bool) -> Result<Auth> {
@@ -109,7 +118,41 @@ impl Auth {
             let names = st.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<HashSet<_>>>()?;
             Ok(names)
         })?;
-        Ok(Auth { enabled, secure_cookies, local_token: secret("mlboxl_"), public_models: RwLock::new(public) })
+        Ok(Auth {
+            enabled,
+            secure_cookies,
+            local_token: secret("mlboxl_"),
+            public_models: RwLock::new(public),
+            failures: Default::default(),
+            login_slots: tokio::sync::Semaphore::new(2),
+        })
+    }
+
+    /// `Err(seconds to wait)` while `name` is locked out after too many failed logins.
+    pub fn login_allowed(&self, name: &str) -> std::result::Result<(), u64> {
+        let f = self.failures.lock().map_err(|_| 60u64)?;
+        match f.get(name) {
+            Some((n, since)) if *n >= MAX_FAILURES && since.elapsed() < LOCKOUT => {
+                Err((LOCKOUT - since.elapsed()).as_secs().max(1))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn login_result(&self, name: &str, ok: bool) {
+        let Ok(mut f) = self.failures.lock() else { return };
+        if ok {
+            f.remove(name);
+            return;
+        }
+        if f.len() > 100_000 {
+            f.retain(|_, (_, since)| since.elapsed() < LOCKOUT);
+        }
+        let e = f.entry(name.to_string()).or_insert((0, std::time::Instant::now()));
+        if e.1.elapsed() >= LOCKOUT {
+            *e = (0, std::time::Instant::now());
+        }
+        e.0 += 1;
     }
 
     pub fn local_token(&self) -> &str {
@@ -125,8 +168,10 @@ impl Auth {
     pub fn write_local_token(&self, data_dir: &Path) -> Result<()> {
         let path = local_token_path(data_dir);
         let tmp = path.with_extension("token.tmp");
+        // A stale (or planted) temp file is removed, never written through.
+        let _ = std::fs::remove_file(&tmp);
         let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
+        opts.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         std::io::Write::write_all(&mut opts.open(&tmp)?, self.local_token.as_bytes())?;
@@ -139,6 +184,8 @@ impl Auth {
     }
 
     pub fn set_public(&self, store: &crate::store::Store, model: &str, public: bool) -> Result<()> {
+        // Held across the write, so memory and the store always agree.
+        let mut set = self.public_models.write().map_err(Error::internal)?;
         let m = model.to_string();
         let found = store.write(move |tx| {
             Ok(tx.execute(
@@ -149,7 +196,6 @@ impl Auth {
         if found == 0 {
             return Err(Error::not_found(format!("no model {model:?}")));
         }
-        let mut set = self.public_models.write().map_err(Error::internal)?;
         if public {
             set.insert(model.to_string());
         } else {

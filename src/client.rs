@@ -118,7 +118,12 @@ impl Client {
                 .err()
                 .unwrap_or_else(|| anyhow!("POST {path} failed")));
         }
-        let mut file = std::fs::File::create(out).with_context(|| format!("cannot write {}", out.display()))?;
+        // A backup holds password hashes: readable by its owner only.
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut file = opts.open(out).with_context(|| format!("cannot write {}", out.display()))?;
         let n = std::io::copy(&mut resp.into_body().into_reader(), &mut file)?;
         file.sync_all()?;
         Ok(n)

@@ -149,7 +149,7 @@ pub fn restore(archive: &Path, data_dir: &Path, force: bool) -> anyhow::Result<R
             bail!("data dir {} is in use{who}: stop the server before restoring", data_dir.display());
         }
     };
-    let has_data = data_dir.join("mlbox.db").exists();
+    let has_data = ["mlbox.db", "artifacts", "logs", "checkpoints"].iter().any(|n| data_dir.join(n).exists());
     if has_data && !force {
         bail!(
             "data dir {} already holds data: restore into an empty directory, or pass --force to move the \
@@ -215,6 +215,10 @@ pub fn restore(archive: &Path, data_dir: &Path, force: bool) -> anyhow::Result<R
         set_aside = Some(aside);
     }
     let _ = std::fs::remove_dir_all(data_dir.join("search"));
+    // A write-ahead log without its database would be replayed onto the restored one.
+    for stray in ["mlbox.db-wal", "mlbox.db-shm"] {
+        let _ = std::fs::remove_file(data_dir.join(stray));
+    }
     for name in ["mlbox.db", "artifacts", "logs", "checkpoints"] {
         let p = staging.join(name);
         if p.exists() {
@@ -263,17 +267,17 @@ fn tree_size(dir: &Path) -> (usize, u64) {
 /// A run that is still active, or whose model was registered, is refused.
 pub fn delete_runs(app: &App, ids: &[i64], dry_run: bool) -> Result<Freed> {
     let _only = app.maintenance.lock().map_err(Error::internal)?;
+    // No task stores files while some are deleted (see `artifacts::STORE_LOCK`).
+    let _store = crate::artifacts::STORE_LOCK.write().map_err(Error::internal)?;
     let data = &app.config.data_dir;
     let mut freed = Freed { dry_run, ..Default::default() };
     for &id in ids {
         let (state, registered): (String, i64) = app
             .store
             .read(|c| {
-                Ok(c.query_row(
-                    "SELECT state, (SELECT count(*) FROM model_versions WHERE run_id = ?1) FROM runs WHERE id = ?1",
-                    [id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?)
+                Ok(c.query_row(&format!("SELECT state, {REGISTERED} FROM runs WHERE id = ?1"), [id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?)
             })
             .map_err(|_| Error::not_found(format!("no run {id}")))?;
         if !matches!(state.as_str(), "success" | "failed" | "cancelled") {
@@ -281,7 +285,7 @@ pub fn delete_runs(app: &App, ids: &[i64], dry_run: bool) -> Result<Freed> {
         }
         if registered > 0 {
             return Err(Error::conflict(format!(
-                "run {id} registered a model version and is kept as that version's lineage"
+                "run {id} trained a registered model version and is kept as its lineage"
             )));
         }
         let shas: Vec<String> = app.store.read(|c| {
@@ -298,7 +302,16 @@ pub fn delete_runs(app: &App, ids: &[i64], dry_run: bool) -> Result<Freed> {
         freed.log_files += n;
         freed.bytes += b + tree_size(&checkpoints).1;
         if !dry_run {
-            app.store.write(move |tx| Ok(tx.execute("DELETE FROM runs WHERE id = ?1", [id])?))?;
+            // Checked again in the deleting statement: a resume in between keeps the run.
+            let deleted = app.store.write(move |tx| {
+                Ok(tx.execute(
+                    &format!("DELETE FROM runs WHERE id = ?1 AND state IN {FINISHED} AND {REGISTERED} = 0"),
+                    [id],
+                )?)
+            })?;
+            if deleted == 0 {
+                return Err(Error::conflict(format!("run {id} changed while it was being deleted; it is kept")));
+            }
             app.search.update(crate::search::Item::DeleteRun(id));
             let _ = std::fs::remove_dir_all(&logs);
             let _ = std::fs::remove_dir_all(&checkpoints);
@@ -335,6 +348,11 @@ pub fn delete_runs(app: &App, ids: &[i64], dry_run: bool) -> Result<Freed> {
     Ok(freed)
 }
 
+/// How many model versions a run (`?1` or the outer `runs.id`) trained or registered, by the
+/// version's `run_id` or the run named in its lineage.
+const REGISTERED: &str = "(SELECT count(*) FROM model_versions v
+      WHERE v.run_id = runs.id OR json_extract(v.lineage, '$.run_id') = runs.id)";
+
 /// The runs retention would delete: finished, no registered model, beyond the newest
 /// `keep_runs` of their pipeline and older than `keep_days` (each rule keeps what it names).
 pub fn expired(app: &App, r: &Retention) -> Result<Vec<i64>> {
@@ -351,6 +369,8 @@ pub fn expired(app: &App, r: &Retention) -> Result<Vec<i64>> {
                  FROM runs)
              WHERE newest > ?1 AND created_at < ?2 AND state IN {FINISHED}
                AND id NOT IN (SELECT run_id FROM model_versions WHERE run_id IS NOT NULL)
+               AND id NOT IN (SELECT json_extract(lineage, '$.run_id') FROM model_versions
+                              WHERE json_extract(lineage, '$.run_id') IS NOT NULL)
              ORDER BY id"
         ))?;
         let ids = st.query_map(params![keep_runs, cutoff], |r| r.get(0))?.collect::<rusqlite::Result<Vec<i64>>>()?;
@@ -365,6 +385,7 @@ pub fn gc(app: &App, dry_run: bool) -> Result<Freed> {
     let mut freed = delete_runs(app, &ids, dry_run)?;
     freed.dry_run = dry_run;
     let _only = app.maintenance.lock().map_err(Error::internal)?;
+    let _store = crate::artifacts::STORE_LOCK.write().map_err(Error::internal)?;
     let root = app.config.data_dir.join("artifacts").join("sha256");
     let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
     for shard in std::fs::read_dir(&root).into_iter().flatten().flatten() {

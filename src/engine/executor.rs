@@ -346,6 +346,7 @@ fn save_outputs(job: &Job, deps: &Deps, artifacts_dir: &std::path::Path, outputs
             "outputs are {size} bytes; the limit is {MAX_OUTPUTS} (64 KiB): write large data as files to $MLBOX_ARTIFACTS instead"
         ));
     }
+    let _storing = artifacts::STORE_LOCK.read().map_err(|e| e.to_string())?;
     let files =
         artifacts::collect(artifacts_dir, &deps.data_dir).map_err(|e| format!("saving artifacts failed: {e}"))?;
     if !files.is_empty() {

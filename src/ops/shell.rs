@@ -77,6 +77,9 @@ impl Op for Shell {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Secrets the server was started with are not the task's to read or log.
+            .env_remove("MLBOX_ADMIN_PASSWORD")
+            .env_remove("MLBOX_TOKEN")
             .env("MLBOX_RUN_ID", ctx.run_id.to_string())
             .env("MLBOX_PIPELINE", &ctx.pipeline)
             .env("MLBOX_TASK_ID", &ctx.task_id)

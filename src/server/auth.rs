@@ -71,6 +71,30 @@ fn is_page(path: &str) -> bool {
     !(path.starts_with("/api/") || path.starts_with("/v2") || path == "/metrics")
 }
 
+/// Whether a browser says this request comes from another site (`Sec-Fetch-Site`, or an
+/// `Origin` that is not this server). Programs send neither.
+pub fn cross_site(h: &HeaderMap) -> bool {
+    let value = |k: &str| h.get(k).and_then(|v| v.to_str().ok());
+    match value("sec-fetch-site") {
+        Some(site) => !matches!(site, "same-origin" | "none"),
+        None => match (value("origin"), value("host")) {
+            (Some(origin), Some(host)) => origin.split_once("://").map(|(_, h)| h) != Some(host),
+            _ => false,
+        },
+    }
+}
+
+/// With authentication off, mlbox listens on loopback; a request addressed to another name
+/// reached it through DNS rebinding (a web page's name pointed at 127.0.0.1).
+fn addressed_to_loopback(h: &HeaderMap) -> bool {
+    let Some(host) = h.get(header::HOST).and_then(|v| v.to_str().ok()) else { return true };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map(|(n, _)| n).unwrap_or(host),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
@@ -149,23 +173,18 @@ pub async fn layer(State(app): State<AppState>, req: Request, next: Next) -> Res
     let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
     let action = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_else(|| path.clone());
     let action = format!("{method} {action}");
-    let audit = |actor: &str, status: StatusCode, via: &str| {
-        if audited(&method, &path) {
-            let (actor, action, target, rid) = (actor.to_string(), action.clone(), path.clone(), request_id.clone());
-            let details = json!({"via": via});
-            app.store.write_nowait(move |tx| {
-                auth::record(
-                    tx,
-                    &auth::AuditRecord {
-                        actor: &actor,
-                        action: &action,
-                        target: &target,
-                        status: status.as_u16(),
-                        request_id: rid.as_deref(),
-                        details: &details,
-                    },
-                )
-            });
+    let entry = |actor: &str, via: &'static str| {
+        audited(&method, &path).then(|| Entry {
+            actor: actor.to_string(),
+            action: action.clone(),
+            target: path.clone(),
+            request_id: request_id.clone(),
+            via,
+        })
+    };
+    let audit = |actor: &str, status: StatusCode, via: &'static str| {
+        if let Some(e) = entry(actor, via) {
+            write_audit(&app, e, status.as_u16(), false);
         }
     };
     let open_route = match &need {
@@ -182,6 +201,20 @@ pub async fn layer(State(app): State<AppState>, req: Request, next: Next) -> Res
             return refuse(e, &path);
         }
     };
+    // Without sign-in every caller is an admin: only this machine's programs and its own pages.
+    if !app.auth.enabled {
+        let foreign = !addressed_to_loopback(req.headers())
+            || (!matches!(method, Method::GET | Method::HEAD) && cross_site(req.headers()));
+        if foreign {
+            let e = Error::new(
+                Code::Forbidden,
+                "with authentication off, mlbox answers only its own pages and programs on this machine \
+                 (addressed to localhost); sign-in is needed for anything else",
+            );
+            audit("anonymous", e.code.status(), "refused");
+            return refuse(e, &path);
+        }
+    }
     let allowed = match (&need, &principal) {
         _ if open_route => true,
         (Need::Serving(_), Some(_)) => true,
@@ -229,10 +262,57 @@ pub async fn layer(State(app): State<AppState>, req: Request, next: Next) -> Res
         Via::Open => "open",
         Via::Anonymous => "anonymous",
     };
-    let name = principal.name.clone();
+    let pending = Pending { app: app.clone(), entry: entry(&principal.name, via) };
     let resp = auth::CURRENT.scope(principal, next.run(req)).await;
-    audit(&name, resp.status(), via);
+    pending.finish(resp.status());
     resp
+}
+
+/// One audit log entry before its outcome is known.
+struct Entry {
+    actor: String,
+    action: String,
+    target: String,
+    request_id: Option<String>,
+    via: &'static str,
+}
+
+fn write_audit(app: &AppState, e: Entry, status: u16, aborted: bool) {
+    let details = if aborted { json!({"via": e.via, "aborted": true}) } else { json!({"via": e.via}) };
+    app.store.write_nowait(move |tx| {
+        let record = auth::AuditRecord {
+            actor: &e.actor,
+            action: &e.action,
+            target: &e.target,
+            status,
+            request_id: e.request_id.as_deref(),
+            details: &details,
+        };
+        auth::record(tx, &record)
+    });
+}
+
+/// A change in flight: recorded with its status when it is answered, or, if the client leaves
+/// or the request times out first (its work may still complete), as aborted with status 0.
+struct Pending {
+    app: AppState,
+    entry: Option<Entry>,
+}
+
+impl Pending {
+    fn finish(mut self, status: StatusCode) {
+        if let Some(e) = self.entry.take() {
+            write_audit(&self.app, e, status.as_u16(), false);
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(e) = self.entry.take() {
+            write_audit(&self.app, e, 0, true);
+        }
+    }
 }
 
 /// A refusal: an HTML page for the UI, JSON elsewhere (with the Bearer challenge on 401).
@@ -247,7 +327,12 @@ fn refuse(e: Error, path: &str) -> Response {
 
 /// The current request's caller (set by `layer`).
 pub fn current() -> Principal {
-    auth::CURRENT.try_with(Clone::clone).unwrap_or_else(|_| Principal::open())
+    // Outside a request (never expected): the least a caller could be.
+    auth::CURRENT.try_with(Clone::clone).unwrap_or_else(|_| Principal {
+        name: "anonymous".into(),
+        role: Role::Viewer,
+        via: Via::Anonymous,
+    })
 }
 
 /// Who a change is recorded under. A claimed name (`"actor"` in a body) is taken only from the

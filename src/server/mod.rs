@@ -56,7 +56,6 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/pipelines/{name}/backfill", post(pipelines::backfill))
         .route("/api/v1/runs", get(runs::list))
         .route("/api/v1/runs/{id}", get(runs::get).delete(maintenance::delete_run))
-        .route("/api/v1/admin/backup", post(maintenance::backup))
         .route("/api/v1/admin/gc", post(maintenance::gc))
         .route("/api/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/api/v1/runs/{id}/resume", post(runs::resume))
@@ -112,6 +111,11 @@ pub fn router(app: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             app.config.request_timeout,
         ))
+        // A backup of a large data dir may take longer than any request should: outside the timeout.
+        .route(
+            "/api/v1/admin/backup",
+            post(maintenance::backup).layer(axum::middleware::from_fn_with_state(app.clone(), auth::layer)),
+        )
         // One limit shared by every route: more requests than this wait for a turn.
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(app.config.max_concurrent_requests))
         .layer(axum::middleware::from_fn(http_metrics))

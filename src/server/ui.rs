@@ -54,22 +54,12 @@ pub fn routes() -> Router<AppState> {
 
 /// The UI's forms change state with plain POSTs; a browser says where a request came from, and
 /// a post from another site (a page trying to trigger or promote on the user's behalf) is refused.
-/// (Logins and CSRF tokens arrive with authentication.)
+/// (Browser sessions also carry CSRF tokens: see `server/auth.rs`.)
 async fn same_site_forms(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if req.method() != axum::http::Method::GET && req.method() != axum::http::Method::HEAD {
-        let h = req.headers();
-        let value = |k: &str| h.get(k).and_then(|v| v.to_str().ok());
-        let cross = match value("sec-fetch-site") {
-            Some(site) => !matches!(site, "same-origin" | "none"),
-            None => match (value("origin"), value("host")) {
-                (Some(origin), Some(host)) => origin.split_once("://").map(|(_, h)| h) != Some(host),
-                _ => false,
-            },
-        };
-        if cross {
-            let e = Error::new(Code::Forbidden, "a form from another site cannot change mlbox; use mlbox's own pages");
-            return Page(Err((e, frame("Refused", "")))).into_response();
-        }
+    let read = req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD;
+    if !read && super::auth::cross_site(req.headers()) {
+        let e = Error::new(Code::Forbidden, "a form from another site cannot change mlbox; use mlbox's own pages");
+        return Page(Err((e, frame("Refused", "")))).into_response();
     }
     next.run(req).await
 }
@@ -707,7 +697,9 @@ struct LoginQuery {
 
 /// Only paths on this site are followed after a login (no `//host` or `https://` redirects).
 fn safe_next(next: &str) -> String {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') { next.to_string() } else { "/".into() }
+    let local = next.starts_with('/') && !next.starts_with("//");
+    // Browsers drop tabs and newlines from URLs (`/\t/evil.example` becomes `//evil.example`).
+    if local && !next.contains('\\') && !next.chars().any(char::is_control) { next.to_string() } else { "/".into() }
 }
 
 async fn login_page(State(app): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
@@ -733,6 +725,15 @@ async fn login(State(app): State<AppState>, Form(form): Form<LoginForm>) -> Resp
     }
     let next = safe_next(&form.next);
     let name = form.name.trim().chars().take(64).collect::<String>();
+    if let Err(wait) = app.auth.login_allowed(&name) {
+        let msg = format!("Too many failed logins for this user; try again in {} minutes.", wait.div_ceil(60));
+        let html = pages::login(frame("Log in", ""), &next, &msg);
+        return (StatusCode::TOO_MANY_REQUESTS, Html(html)).into_response();
+    }
+    // Password checks cost ~20 ms of CPU each: a few at a time, the rest wait.
+    let Ok(_turn) = app.auth.login_slots.acquire().await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
     let a = app.clone();
     let n = name.clone();
     let r = blocking(move || {
@@ -744,6 +745,11 @@ async fn login(State(app): State<AppState>, Form(form): Form<LoginForm>) -> Resp
     })
     .await;
     let ok = matches!(r, Ok(Some(_)));
+    app.auth.login_result(&name, ok);
+    // A name that is no user's may be a password typed in the wrong box: it is not kept.
+    let (a, n) = (app.clone(), name.clone());
+    let known = blocking(move || a.store.read(|c| Ok(auth::user(c, &n).is_ok()))).await.unwrap_or(false);
+    let name = if known { name } else { "(unknown user)".to_string() };
     let details = json!({"via": "login form", "ok": ok});
     let status = if ok { 303 } else { 401 };
     app.store.write_nowait(move |tx| {

@@ -226,6 +226,22 @@ fn browser_login_csrf_and_logout() {
     assert!(find("POST /ui/pipelines/{name}/pause", 403), "refusals are logged too: {audit:?}");
     assert!(find("POST /login", 401) && find("POST /login", 303), "{audit:?}");
 
+    // After a login, only a path on this site is followed.
+    for next in ["//evil.example/", "/%09/evil.example", "https://evil.example/", "/\\evil.example"] {
+        let body = format!("name=admin&password={ADMIN_PASSWORD}&next={next}");
+        let (st, headers, _) = s.call("POST", "/login", None, &form, Some(body.as_bytes()));
+        assert_eq!(st, 303);
+        assert!(headers.iter().any(|(k, v)| k == "location" && v == "/"), "{next}: {headers:?}");
+    }
+    // Guessing one user's password is stopped after 10 failures, whatever the guesses.
+    for _ in 0..10 {
+        let (st, _, _) = s.call("POST", "/login", None, &form, Some(b"name=ghost&password=guess-guess"));
+        assert_eq!(st, 401);
+    }
+    let (st, _, html) = s.call("POST", "/login", None, &form, Some(b"name=ghost&password=guess-guess"));
+    assert_eq!(st, 429, "{html}");
+    assert!(html.contains("Too many failed logins"));
+
     // Logging out ends the session: the cookie no longer works.
     let (st, _, _) = s.call("POST", "/logout", None, &both, Some(format!("csrf={csrf}").as_bytes()));
     assert_eq!(st, 303);
@@ -477,4 +493,22 @@ fn https_with_a_certificate_secure_cookies_and_the_local_cli() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cert.pem"), "{err}");
+}
+
+#[test]
+fn without_sign_in_only_this_machine_may_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path());
+    assert_eq!(s.call("GET", "/api/v1/pipelines", None, &[], None).0, 200);
+    // A web page elsewhere cannot post to the local server (a no-cors POST carries its Origin)...
+    let (st, _, text) =
+        s.call("POST", "/api/v1/pipelines", None, &[("origin", "http://evil.example")], Some(HELLO.as_bytes()));
+    assert_eq!(st, 403, "{text}");
+    let (st, _, _) = s.call("POST", "/api/v1/pipelines", None, &[("sec-fetch-site", "cross-site")], Some(b"x"));
+    assert_eq!(st, 403);
+    // ...nor read it through DNS rebinding (its own name pointed at 127.0.0.1).
+    let (st, _, _) = s.call("GET", "/api/v1/pipelines", None, &[("host", "evil.example:8080")], None);
+    assert_eq!(st, 403);
+    assert_eq!(s.call("GET", "/api/v1/pipelines", None, &[("host", "localhost:8080")], None).0, 200);
+    assert_eq!(s.call("GET", "/api/v1/pipelines/hello", None, &[], None).0, 404, "nothing was created");
 }

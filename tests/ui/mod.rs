@@ -22,8 +22,9 @@ pub fn page(s: &TestServer, path: &str) -> (u16, Vec<(String, String)>, String) 
 fn browser_head(s: &TestServer, path: &str) -> String {
     use std::io::{Read, Write};
     let mut c = std::net::TcpStream::connect(s.base.trim_start_matches("http://")).unwrap();
-    let req =
-        format!("GET {path} HTTP/1.1\r\nhost: t\r\naccept-encoding: gzip, deflate, br\r\nconnection: close\r\n\r\n");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\naccept-encoding: gzip, deflate, br\r\nconnection: close\r\n\r\n"
+    );
     c.write_all(req.as_bytes()).unwrap();
     let mut buf = Vec::new();
     c.read_to_end(&mut buf).unwrap();
@@ -166,8 +167,10 @@ fn pages_render_runs_and_pipelines_and_the_forms_work_without_javascript() {
     let head = {
         use std::io::{Read, Write};
         let mut c = std::net::TcpStream::connect(s.base.trim_start_matches("http://")).unwrap();
-        c.write_all(b"GET /static/app.css HTTP/1.1\r\nhost: t\r\naccept-encoding: gzip\r\nconnection: close\r\n\r\n")
-            .unwrap();
+        c.write_all(
+            b"GET /static/app.css HTTP/1.1\r\nhost: 127.0.0.1\r\naccept-encoding: gzip\r\nconnection: close\r\n\r\n",
+        )
+        .unwrap();
         let mut buf = Vec::new();
         c.read_to_end(&mut buf).unwrap();
         let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
