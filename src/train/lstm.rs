@@ -51,19 +51,40 @@ pub trait LstmBackend: Backend {
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         let device = x.device();
-        let (x, [b, t, i]) = read::<Self, 3>(x);
-        let (w_ih, [_, g]) = read::<Self, 2>(w_ih);
-        let (w_hh, _) = read::<Self, 2>(w_hh);
-        let (bias, _) = read::<Self, 1>(bias);
-        let w = Weights { i, h: g / 4, w_ih, w_hh, bias };
+        let (w, x, [b, t, _]) = weights::<Self>(x, w_ih, w_hh, bias);
         let (out, _) = forward(&w, &x, b, t, false);
         Self::float_from_data(TensorData::new(out, [b, t, w.h]), &device)
+    }
+
+    /// The same LSTM, returning only the last step's hidden state [B, H]: what a forecaster's
+    /// head reads. Saves the [B, T, H] output tensor, its slice, and the slice's gradient.
+    fn lstm_last(
+        x: FloatTensor<Self>,
+        w_ih: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let device = x.device();
+        let (w, x, [b, t, _]) = weights::<Self>(x, w_ih, w_hh, bias);
+        let (out, _) = forward(&w, &x, b, t, false);
+        Self::float_from_data(TensorData::new(last_step(&out, b, t, w.h), [b, w.h]), &device)
     }
 }
 
 impl LstmBackend for Flex {}
 #[cfg(feature = "ndarray")]
 impl LstmBackend for NdArray {}
+
+/// The LSTM over a batch: `x` [B, T, I] → the last step's hidden state [B, H].
+pub fn lstm_last(x: Tensor<3>, w_ih: Tensor<2>, w_hh: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
+    let out = <Dispatch as LstmBackend>::lstm_last(
+        x.into_dispatch(),
+        w_ih.into_dispatch(),
+        w_hh.into_dispatch(),
+        bias.into_dispatch(),
+    );
+    Tensor::from_dispatch(out)
+}
 
 /// The LSTM over a batch: `x` [B, T, I] → hidden states [B, T, H]. See [`LstmBackend`].
 pub fn lstm_sequence(x: Tensor<3>, w_ih: Tensor<2>, w_hh: Tensor<2>, bias: Tensor<1>) -> Tensor<3> {
@@ -74,6 +95,28 @@ pub fn lstm_sequence(x: Tensor<3>, w_ih: Tensor<2>, w_hh: Tensor<2>, bias: Tenso
         bias.into_dispatch(),
     );
     Tensor::from_dispatch(out)
+}
+
+/// The last step of hidden states [B, T, H] → [B, H].
+fn last_step(out: &[f32], b: usize, t: usize, h: usize) -> Vec<f32> {
+    if t == 0 {
+        return vec![0.0; b * h];
+    }
+    (0..b).flat_map(|r| out[(r * t + t - 1) * h..(r * t + t) * h].iter().copied()).collect()
+}
+
+/// The op's inputs as host vectors: the weights, `x` and its shape [B, T, I].
+fn weights<B: Backend>(
+    x: FloatTensor<B>,
+    w_ih: FloatTensor<B>,
+    w_hh: FloatTensor<B>,
+    bias: FloatTensor<B>,
+) -> (Weights, Vec<f32>, [usize; 3]) {
+    let (x, shape) = read::<B, 3>(x);
+    let (w_ih, [_, g]) = read::<B, 2>(w_ih);
+    let (w_hh, _) = read::<B, 2>(w_hh);
+    let (bias, _) = read::<B, 1>(bias);
+    (Weights { i: shape[2], h: g / 4, w_ih, w_hh, bias }, x, shape)
 }
 
 fn read<B: Backend, const D: usize>(t: FloatTensor<B>) -> (Vec<f32>, [usize; D]) {
@@ -112,6 +155,8 @@ struct Saved {
     /// Rows per chunk (`chunk_rows(b)`).
     chunk: usize,
     chunks: Vec<ChunkSaved>,
+    /// The op returned the last step only: its gradient is [B, H], zero for earlier steps.
+    last_only: bool,
 }
 
 #[derive(Debug, Default)]
@@ -313,7 +358,8 @@ fn backward(s: &Saved, dout: &[f32], want_dx: bool) -> Grads {
             let bc = (b - r0).min(s.chunk);
             let rows = |width: usize| (r0 * t * width, (r0 + bc) * t * width);
             let ((xa, xb), (oa, ob)) = (rows(i), rows(h));
-            backward_chunk(s, &s.chunks[c], &s.x[xa..xb], &s.out[oa..ob], &dout[oa..ob], dx, bc)
+            let dout = if s.last_only { &dout[r0 * h..(r0 + bc) * h] } else { &dout[oa..ob] };
+            backward_chunk(s, &s.chunks[c], &s.x[xa..xb], &s.out[oa..ob], dout, dx, bc)
         })
         .collect();
     let mut dw_ih = vec![0.0; i * g];
@@ -328,7 +374,7 @@ fn backward(s: &Saved, dout: &[f32], want_dx: bool) -> Grads {
 }
 
 /// Backpropagation through time for one chunk of rows. `x`, `out`, `dout` and `dx` are the
-/// chunk's rows, batch-major ([Bc, T, ·]).
+/// chunk's rows, batch-major ([Bc, T, ·]; `dout` is [Bc, H] when only the last step was returned).
 fn backward_chunk(
     s: &Saved,
     cs: &ChunkSaved,
@@ -359,7 +405,11 @@ fn backward_chunk(
             let (df, rest) = rest.split_at_mut(h);
             let (dgg, dout_gate) = rest.split_at_mut(h);
             let dout_gate = &mut dout_gate[..h];
-            let dhr = &dout[r * t * h + st * h..r * t * h + (st + 1) * h];
+            let dhr = match (s.last_only, st + 1 == t) {
+                (false, _) => &dout[r * t * h + st * h..r * t * h + (st + 1) * h],
+                (true, true) => &dout[r * h..(r + 1) * h],
+                (true, false) => &zeros[..h],
+            };
             let tv = &tcs[r * h..(r + 1) * h];
             let prev = &c_prev[r * h..(r + 1) * h];
             let dhn = &dh_next[r * h..(r + 1) * h];
@@ -416,7 +466,12 @@ impl<B: Backend> Backward<B, 4> for LstmBackward {
         let [nx, nih, nhh, nb] = ops.parents;
         let dout = grads.consume::<B>(&ops.node);
         let device = dout.device();
-        let (dout, _) = read::<B, 3>(dout);
+        let (dout, _) = if ops.state.last_only {
+            let (d, [b, h]) = read::<B, 2>(dout);
+            (d, [b, 1, h])
+        } else {
+            read::<B, 3>(dout)
+        };
         let s = &ops.state;
         let gr = backward(s, &dout, nx.is_some());
         let (i, h) = (s.w.i, s.w.h);
@@ -442,24 +497,46 @@ impl<B: LstmBackend, C: CheckpointStrategy> LstmBackend for Autodiff<B, C> {
         w_hh: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let prep = LstmBackward.prepare::<C>([x.node(), w_ih.node(), w_hh.node(), bias.node()]).compute_bound();
-        let device = x.primitive().device();
-        let (x, w_ih, w_hh, bias) =
-            (x.into_primitive(), w_ih.into_primitive(), w_hh.into_primitive(), bias.into_primitive());
-        match prep.stateful() {
-            OpsKind::Tracked(prep) => {
-                let (xv, [b, t, i]) = read::<B, 3>(x);
-                let (w_ih, [_, g]) = read::<B, 2>(w_ih);
-                let (w_hh, _) = read::<B, 2>(w_hh);
-                let (bias, _) = read::<B, 1>(bias);
-                let w = Weights { i, h: g / 4, w_ih, w_hh, bias };
-                let (out, chunks) = forward(&w, &xv, b, t, true);
-                let h = w.h;
-                let output = write::<B>(out.clone(), &[b, t, h], &device);
-                prep.finish(Arc::new(Saved { w, x: xv, out, b, t, chunk: chunk_rows(b), chunks }), output)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::lstm_sequence(x, w_ih, w_hh, bias)),
+        tracked::<B, C>(x, w_ih, w_hh, bias, false)
+    }
+
+    fn lstm_last(
+        x: FloatTensor<Self>,
+        w_ih: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        tracked::<B, C>(x, w_ih, w_hh, bias, true)
+    }
+}
+
+/// Forward under autodiff: keeps what the backward pass needs when gradients are tracked.
+fn tracked<B: LstmBackend, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    w_ih: FloatTensor<Autodiff<B, C>>,
+    w_hh: FloatTensor<Autodiff<B, C>>,
+    bias: FloatTensor<Autodiff<B, C>>,
+    last_only: bool,
+) -> FloatTensor<Autodiff<B, C>> {
+    let prep = LstmBackward.prepare::<C>([x.node(), w_ih.node(), w_hh.node(), bias.node()]).compute_bound();
+    let device = x.primitive().device();
+    let (x, w_ih, w_hh, bias) =
+        (x.into_primitive(), w_ih.into_primitive(), w_hh.into_primitive(), bias.into_primitive());
+    match prep.stateful() {
+        OpsKind::Tracked(prep) => {
+            let (w, xv, [b, t, _]) = weights::<B>(x, w_ih, w_hh, bias);
+            let (out, chunks) = forward(&w, &xv, b, t, true);
+            let h = w.h;
+            let output = if last_only {
+                write::<B>(last_step(&out, b, t, h), &[b, h], &device)
+            } else {
+                write::<B>(out.clone(), &[b, t, h], &device)
+            };
+            let saved = Saved { w, x: xv, out, b, t, chunk: chunk_rows(b), chunks, last_only };
+            prep.finish(Arc::new(saved), output)
         }
+        OpsKind::UnTracked(prep) if last_only => prep.finish(B::lstm_last(x, w_ih, w_hh, bias)),
+        OpsKind::UnTracked(prep) => prep.finish(B::lstm_sequence(x, w_ih, w_hh, bias)),
     }
 }
 
@@ -500,15 +577,22 @@ mod tests {
 
     /// Burn's `nn::Lstm` is the reference: the fused op must compute the same hidden states and,
     /// through autodiff, the same gradients for the input and every weight and bias.
-    fn matches_burn_lstm(b: usize, t: usize, i: usize, h: usize) {
+    /// `last`: compare the op that returns the last step only with that step of `nn::Lstm`.
+    fn matches_burn_lstm(b: usize, t: usize, i: usize, h: usize, last: bool) {
         let dev = device().autodiff();
         dev.seed(7);
         let lstm = LstmConfig::new(i, h, true).init(&dev);
         let x = Tensor::<3>::random([b, t, i], Distribution::Normal(0.0, 1.0), &dev).require_grad();
-        let weight_of = |dout: Tensor<3>| (dout * Tensor::random([b, t, h], Distribution::Default, &dev)).sum();
+        let steps = if last { 1 } else { t };
+        let weight_of = |dout: Tensor<3>| (dout * Tensor::random([b, steps, h], Distribution::Default, &dev)).sum();
 
         let (reference, _) = lstm.forward(x.clone(), None);
-        let fused = crate::train::models::fused_lstm(&lstm, x.clone());
+        let (reference, fused) = if last {
+            let fused = crate::train::models::fused_lstm_last(&lstm, x.clone()).reshape([b, 1, h]);
+            (reference.slice(s![.., t - 1, ..]), fused)
+        } else {
+            (reference, crate::train::models::fused_lstm(&lstm, x.clone()))
+        };
         close(&to_vec(fused.clone()), &to_vec(reference.clone()), 1e-5).unwrap();
 
         // The same random weighting of the outputs drives both backward passes.
@@ -531,8 +615,10 @@ mod tests {
     /// batch of three chunks with a short last one, and a batch smaller than one chunk.
     #[test]
     fn fused_lstm_matches_burn_lstm_values_and_gradients() {
-        matches_burn_lstm(2 * MAX_CHUNK + 7, 6, 3, 5);
-        matches_burn_lstm(9, 4, NARROW + 3, 6);
+        for last in [false, true] {
+            matches_burn_lstm(2 * MAX_CHUNK + 7, 6, 3, 5, last);
+            matches_burn_lstm(9, 4, NARROW + 3, 6, last);
+        }
     }
 
     #[test]
@@ -542,6 +628,8 @@ mod tests {
         let lstm = LstmConfig::new(2, 4, true).init(&dev);
         let x = floats((0..3 * 9 * 2).map(|k| (k as f32 * 0.37).sin()).collect(), [3, 9, 2], &dev);
         let (reference, _) = lstm.forward(x.clone(), None);
+        let last = crate::train::models::fused_lstm_last(&lstm, x.clone());
+        close(&to_vec(last), &to_vec(reference.clone().slice(s![.., 8, ..])), 1e-5).unwrap();
         close(&to_vec(crate::train::models::fused_lstm(&lstm, x)), &to_vec(reference), 1e-5).unwrap();
     }
 }

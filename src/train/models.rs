@@ -34,16 +34,16 @@ impl Forecaster {
         let mut x = x;
         let mut last = None;
         for (l, layer) in self.layers.iter().enumerate() {
-            let seq = fused_lstm(layer, x);
             if l + 1 == n {
-                let [b, t, h] = seq.dims();
-                let hidden = seq.slice(s![.., t - 1, ..]).reshape([b, h]);
+                // The head reads the last step only: the op returns just that.
+                let hidden = fused_lstm_last(layer, x);
                 last = Some(match masks {
                     Some(m) => hidden * m[l].clone(),
                     None => hidden,
                 });
                 break;
             }
+            let seq = fused_lstm(layer, x);
             x = match masks {
                 Some(m) => seq * m[l].clone().unsqueeze_dim::<3>(1),
                 None => seq,
@@ -56,16 +56,27 @@ impl Forecaster {
 /// Runs `lstm` (zero initial state) as one fused operation: the four gates' weights are joined
 /// into `[in, 4H]` and `[H, 4H]` matrices, in the order input, forget, cell, output.
 pub fn fused_lstm(lstm: &Lstm, x: Tensor<3>) -> Tensor<3> {
+    let (w_ih, w_hh, bias) = fused_weights(lstm, &x.device());
+    super::lstm::lstm_sequence(x, w_ih, w_hh, bias)
+}
+
+/// [`fused_lstm`]'s last step only: [B, T, in] → [B, H].
+pub fn fused_lstm_last(lstm: &Lstm, x: Tensor<3>) -> Tensor<2> {
+    let (w_ih, w_hh, bias) = fused_weights(lstm, &x.device());
+    super::lstm::lstm_last(x, w_ih, w_hh, bias)
+}
+
+/// `lstm`'s gate weights joined: `[in, 4H]`, `[H, 4H]` and the summed biases `[4H]`.
+fn fused_weights(lstm: &Lstm, device: &Device) -> (Tensor<2>, Tensor<2>, Tensor<1>) {
     let forget = lstm.forget_gate.as_ref().expect("the forecaster's LSTM has a forget gate");
     let gates = [&lstm.input_gate, forget, &lstm.cell_gate, &lstm.output_gate];
     let join =
         |f: &dyn Fn(&burn::nn::GateController) -> Tensor<2>| Tensor::cat(gates.iter().map(|g| f(g)).collect(), 1);
     let w_ih = join(&|g| g.input_transform.weight.val());
     let w_hh = join(&|g| g.hidden_transform.weight.val());
-    let bias =
-        |l: &Linear| l.bias.as_ref().map(|b| b.val()).unwrap_or_else(|| Tensor::zeros([lstm.d_hidden], &x.device()));
+    let bias = |l: &Linear| l.bias.as_ref().map(|b| b.val()).unwrap_or_else(|| Tensor::zeros([lstm.d_hidden], device));
     let bias = Tensor::cat(gates.iter().map(|g| bias(&g.input_transform) + bias(&g.hidden_transform)).collect(), 0);
-    super::lstm::lstm_sequence(x, w_ih, w_hh, bias)
+    (w_ih, w_hh, bias)
 }
 
 /// Wide: a linear model over one-hot/hashed sparse features (a 1-wide embedding summed over
