@@ -350,6 +350,7 @@ pub(super) fn search(c: &Client, q: &str, kind: Option<&str>, limit: usize, json
             .replace("&gt;", ">")
             .replace("&quot;", "\"")
             .replace("&#x27;", "'")
+            .replace("&#39;", "'")
             .replace("&amp;", "&")
     };
     for k in crate::search::KINDS {

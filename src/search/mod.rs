@@ -291,7 +291,7 @@ impl Search {
             let snip = body_snips.snippet(&body);
             let (snippet, line) = if snip.is_empty() {
                 let head: String = body.chars().take(200).collect();
-                (html_escape(&head), doc.get_first(f.line).and_then(|v| v.as_u64()))
+                (mlbox_ui::svg::esc(&head), doc.get_first(f.line).and_then(|v| v.as_u64()))
             } else {
                 // The line of the first highlighted word.
                 let at = snip.fragment_range().start + snip.highlighted().first().map_or(0, |r| r.start);
@@ -303,7 +303,7 @@ impl Search {
             hits.push(Hit {
                 kind: text(f.kind),
                 id: text(f.id),
-                title: if t.is_empty() { html_escape(&title) } else { t.to_html() },
+                title: if t.is_empty() { mlbox_ui::svg::esc(&title) } else { t.to_html() },
                 snippet,
                 url: text(f.url),
                 ts: doc.get_first(f.ts).and_then(|v| v.as_i64()).unwrap_or(0),
@@ -326,21 +326,6 @@ impl Search {
 
 fn err(e: TantivyError) -> Error {
     Error::internal(format!("search index: {e}"))
-}
-
-fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// A query error a user can act on. Tantivy's strict parser names only the whole query, so the

@@ -7,20 +7,11 @@ use serde_json::{Value, json};
 use crate::common::*;
 
 fn search(s: &TestServer, q: &str, kind: Option<&str>) -> (u16, Value) {
-    let mut url = format!("/api/v1/search?q={}", urlencode(q));
+    let mut url = format!("/api/v1/search?q={}", mlbox_ui::pages::enc(q));
     if let Some(k) = kind {
         url.push_str(&format!("&kind={k}"));
     }
     s.get(&url)
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn hits(v: &Value) -> Vec<Value> {

@@ -183,15 +183,6 @@ fn unescape(s: &str) -> String {
     s.replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&#39;", "'").replace("&amp;", "&")
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// The ML pages after the taxi pipeline ran twice (called from the serving test, which has
 /// trained, registered and promoted): models with the try-it and promote forms, experiments and
 /// their comparison, datasets with statistics.
@@ -207,7 +198,7 @@ pub fn ml_pages_show_models_experiments_and_datasets(s: &TestServer) {
     let example = &m[m[start..].find('>').unwrap() + start + 1..m.find("</textarea>").unwrap()];
     let example = unescape(example);
     assert!(example.contains("pickup_location_id"), "{example}");
-    let body = format!("alias=production&input={}", urlencode(&example));
+    let body = format!("alias=production&input={}", mlbox_ui::pages::enc(&example));
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let mut r = agent
         .post(&format!("{}/ui/models/taxi-duration/try", s.base))
