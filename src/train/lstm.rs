@@ -230,13 +230,17 @@ fn exp(x: f32) -> f32 {
     // Round to nearest by adding and removing 1.5·2^23: plain arithmetic, so the loop stays
     // vectorised on baseline x86-64 (`f32::round` needs SSE4.1 or a libm call).
     const MAGIC: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let shifted = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = shifted - MAGIC;
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1)
         * r
         + 5e-1;
     let y = p * r * r + r + 1.0;
-    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n from the bits: `shifted` and MAGIC share an exponent, so their bit patterns differ by
+    // exactly n. (An `as i32` cast saturates, which the compiler cannot vectorise: it became
+    // one scalar conversion per element and most of the step time.)
+    y * f32::from_bits(shifted.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23)
 }
 
 #[inline(always)]
@@ -271,7 +275,60 @@ fn forward(w: &Weights, x: &[f32], b: usize, t: usize, save: bool) -> (Vec<f32>,
     (out, saved)
 }
 
+/// The vector instructions the element-wise loops are compiled for, chosen once per process.
+/// Each level runs the same arithmetic in the same order (no fused multiply-adds are formed), so
+/// results never depend on the CPU; wider vectors only do more elements at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Simd {
+    Base,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+fn simd() -> Simd {
+    static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Simd::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Simd::Avx2;
+            }
+        }
+        Simd::Base
+    })
+}
+
+/// `forward_chunk_body` compiled for the best vector width this CPU has.
 fn forward_chunk(w: &Weights, x: &[f32], out: &mut [f32], bc: usize, t: usize, save: bool) -> ChunkSaved {
+    match simd() {
+        // SAFETY: `simd()` found the features these functions are compiled for on this CPU.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => unsafe { forward_chunk_avx512(w, x, out, bc, t, save) },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe { forward_chunk_avx2(w, x, out, bc, t, save) },
+        Simd::Base => forward_chunk_body(w, x, out, bc, t, save),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn forward_chunk_avx512(w: &Weights, x: &[f32], out: &mut [f32], bc: usize, t: usize, save: bool) -> ChunkSaved {
+    forward_chunk_body(w, x, out, bc, t, save)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn forward_chunk_avx2(w: &Weights, x: &[f32], out: &mut [f32], bc: usize, t: usize, save: bool) -> ChunkSaved {
+    forward_chunk_body(w, x, out, bc, t, save)
+}
+
+#[inline(always)]
+fn forward_chunk_body(w: &Weights, x: &[f32], out: &mut [f32], bc: usize, t: usize, save: bool) -> ChunkSaved {
     let (i, h) = (w.i, w.h);
     let g = 4 * h;
     let steps = if save { t } else { 1 };
@@ -373,9 +430,58 @@ fn backward(s: &Saved, dout: &[f32], want_dx: bool) -> Grads {
     Grads { dx: want_dx.then_some(dx), dw_ih, dw_hh, dbias }
 }
 
+/// `backward_chunk_body` compiled for the best vector width this CPU has (see [`simd`]).
+fn backward_chunk(
+    s: &Saved,
+    cs: &ChunkSaved,
+    x: &[f32],
+    out: &[f32],
+    dout: &[f32],
+    dx: Option<&mut [f32]>,
+    bc: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    match simd() {
+        // SAFETY: `simd()` found the features these functions are compiled for on this CPU.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => unsafe { backward_chunk_avx512(s, cs, x, out, dout, dx, bc) },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe { backward_chunk_avx2(s, cs, x, out, dout, dx, bc) },
+        Simd::Base => backward_chunk_body(s, cs, x, out, dout, dx, bc),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn backward_chunk_avx512(
+    s: &Saved,
+    cs: &ChunkSaved,
+    x: &[f32],
+    out: &[f32],
+    dout: &[f32],
+    dx: Option<&mut [f32]>,
+    bc: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    backward_chunk_body(s, cs, x, out, dout, dx, bc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn backward_chunk_avx2(
+    s: &Saved,
+    cs: &ChunkSaved,
+    x: &[f32],
+    out: &[f32],
+    dout: &[f32],
+    dx: Option<&mut [f32]>,
+    bc: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    backward_chunk_body(s, cs, x, out, dout, dx, bc)
+}
+
 /// Backpropagation through time for one chunk of rows. `x`, `out`, `dout` and `dx` are the
 /// chunk's rows, batch-major ([Bc, T, ·]; `dout` is [Bc, H] when only the last step was returned).
-fn backward_chunk(
+#[inline(always)]
+fn backward_chunk_body(
     s: &Saved,
     cs: &ChunkSaved,
     x: &[f32],
@@ -618,6 +724,29 @@ mod tests {
         for last in [false, true] {
             matches_burn_lstm(2 * MAX_CHUNK + 7, 6, 3, 5, last);
             matches_burn_lstm(9, 4, NARROW + 3, 6, last);
+        }
+    }
+
+    /// The element-wise loops compiled for wider vectors give the very same bits as the baseline.
+    #[test]
+    fn every_vector_width_gives_the_same_bits() {
+        let wave = |n: usize, f: f32| (0..n).map(|k| ((k as f32 * f).sin() * 0.8)).collect::<Vec<f32>>();
+        for (i, h, bc, t) in [(2, 40, 9, 5), (NARROW + 3, 37, 6, 4)] {
+            let w = Weights { i, h, w_ih: wave(i * 4 * h, 0.37), w_hh: wave(h * 4 * h, 0.11), bias: wave(4 * h, 0.7) };
+            let x = wave(bc * t * i, 1.3);
+            let mut base = vec![0.0; bc * t * h];
+            let sb = forward_chunk_body(&w, &x, &mut base, bc, t, true);
+            let mut best = vec![0.0; bc * t * h];
+            let sv = forward_chunk(&w, &x, &mut best, bc, t, true);
+            assert_eq!(base, best, "{:?}", simd());
+            assert_eq!((&sb.gates, &sb.c, &sb.tc), (&sv.gates, &sv.c, &sv.tc));
+            let saved = Saved { w, x, out: base, b: bc, t, chunk: bc, chunks: vec![sb], last_only: false };
+            let dout = wave(bc * t * h, 0.9);
+            let (mut dx1, mut dx2) = (vec![0.0; bc * t * i], vec![0.0; bc * t * i]);
+            let cs = &saved.chunks[0];
+            let g1 = backward_chunk_body(&saved, cs, &saved.x, &saved.out, &dout, Some(&mut dx1), bc);
+            let g2 = backward_chunk(&saved, cs, &saved.x, &saved.out, &dout, Some(&mut dx2), bc);
+            assert_eq!((g1, dx1), (g2, dx2));
         }
     }
 
