@@ -730,7 +730,7 @@ mod tests {
     /// The element-wise loops compiled for wider vectors give the very same bits as the baseline.
     #[test]
     fn every_vector_width_gives_the_same_bits() {
-        let wave = |n: usize, f: f32| (0..n).map(|k| ((k as f32 * f).sin() * 0.8)).collect::<Vec<f32>>();
+        let wave = |n: usize, f: f32| (0..n).map(|k| (k as f32 * f).sin() * 0.8).collect::<Vec<f32>>();
         for (i, h, bc, t) in [(2, 40, 9, 5), (NARROW + 3, 37, 6, 4)] {
             let w = Weights { i, h, w_ih: wave(i * 4 * h, 0.37), w_hh: wave(h * 4 * h, 0.11), bias: wave(4 * h, 0.7) };
             let x = wave(bc * t * i, 1.3);
