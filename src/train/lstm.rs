@@ -287,18 +287,25 @@ enum Simd {
     Avx512,
 }
 
+/// The widest level this CPU has, or a narrower one named by `MLBOX_SIMD` (`base`, `avx2`,
+/// `avx512`; for comparing them: results are the same bits at every level).
 fn simd() -> Simd {
     static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
     *LEVEL.get_or_init(|| {
+        let asked = std::env::var("MLBOX_SIMD").unwrap_or_default();
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Simd::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                return Simd::Avx2;
+            let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+            let avx2 = std::arch::is_x86_feature_detected!("avx2");
+            match asked.as_str() {
+                "base" => return Simd::Base,
+                "avx2" if avx2 => return Simd::Avx2,
+                "avx512" | "" if avx512 => return Simd::Avx512,
+                _ if avx2 => return Simd::Avx2,
+                _ => {}
             }
         }
+        let _ = asked;
         Simd::Base
     })
 }
