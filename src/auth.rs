@@ -72,6 +72,19 @@ pub enum Via {
     Anonymous,
 }
 
+impl Via {
+    /// How the caller signed in, as the audit log and `/api/v1/me` name it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Via::Session { .. } => "session",
+            Via::Token => "token",
+            Via::Local => "local",
+            Via::Open => "open",
+            Via::Anonymous => "anonymous",
+        }
+    }
+}
+
 impl Principal {
     pub fn local() -> Principal {
         Principal { name: "local".into(), role: Role::Admin, via: Via::Local }
@@ -98,6 +111,8 @@ pub struct Auth {
     /// Browsers get the session cookie only over TLS when this is set.
     pub secure_cookies: bool,
     local_token: String,
+    /// Its digest, compared with each bearer's (so the comparison's timing says nothing).
+    local_digest: String,
     /// Models whose serving endpoints answer without a token.
     public_models: RwLock<HashSet<String>>,
     /// Failed logins per user name: (count, when the window began).
@@ -118,10 +133,13 @@ impl Auth {
             let names = st.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<HashSet<_>>>()?;
             Ok(names)
         })?;
+        let local_token = secret("mlboxl_");
+        let local_digest = digest(&local_token);
         Ok(Auth {
             enabled,
             secure_cookies,
-            local_token: secret("mlboxl_"),
+            local_token,
+            local_digest,
             public_models: RwLock::new(public),
             failures: Default::default(),
             login_slots: tokio::sync::Semaphore::new(2),
@@ -160,8 +178,7 @@ impl Auth {
     }
 
     pub fn is_local(&self, bearer: &str) -> bool {
-        // Both sides are hashed first, so the comparison's timing says nothing about the token.
-        digest(bearer) == digest(&self.local_token)
+        digest(bearer) == self.local_digest
     }
 
     /// Write the local token where mlbox commands on this machine look for it (owner-only).
@@ -370,9 +387,10 @@ pub fn remove_user(tx: &Transaction, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Check a name and password; the same work is done for an unknown name, so timing does not
-/// tell which names exist.
-pub fn check_login(c: &Connection, name: &str, password: &str) -> Result<Option<User>> {
+/// Check a name and password: (whether the name is a user's, the user if the password is right
+/// and the account enabled). The same work is done for an unknown name, so timing does not tell
+/// which names exist.
+pub fn check_login(c: &Connection, name: &str, password: &str) -> Result<(bool, Option<User>)> {
     const DUMMY: &str =
         "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$HlgT9rl3tXvJzBmhvqAuBjyPwBiEzVkdAt2gyX+cE1Q";
     let row: Option<(String, bool)> = c
@@ -380,7 +398,8 @@ pub fn check_login(c: &Connection, name: &str, password: &str) -> Result<Option<
         .optional()?;
     let (hash, disabled) = row.clone().unwrap_or_else(|| (DUMMY.to_string(), true));
     let ok = verify_password(password, &hash);
-    if ok && !disabled && row.is_some() { Ok(Some(user(c, name)?)) } else { Ok(None) }
+    let known = row.is_some();
+    Ok((known, if ok && !disabled && known { Some(user(c, name)?) } else { None }))
 }
 
 /// Browser sessions last this long.
@@ -603,9 +622,10 @@ mod tests {
         let e =
             store.write(|tx| update_user(tx, "root", UserChange { role: Some(Role::Editor), ..Default::default() }));
         assert!(e.is_err(), "the last admin cannot be demoted");
-        assert!(store.read(|c| check_login(c, "ann", "password1")).unwrap().is_some());
-        assert!(store.read(|c| check_login(c, "ann", "password2")).unwrap().is_none());
-        assert!(store.read(|c| check_login(c, "nobody", "password1")).unwrap().is_none());
+        assert!(store.read(|c| check_login(c, "ann", "password1")).unwrap().1.is_some());
+        assert!(store.read(|c| check_login(c, "ann", "password2")).unwrap().1.is_none());
+        let (known, user) = store.read(|c| check_login(c, "nobody", "password1")).unwrap();
+        assert!(!known && user.is_none());
 
         let (t, secret) = store.write(|tx| create_token(tx, "ann", "ci")).unwrap();
         assert!(secret.starts_with("mlbox_") && secret.len() == 70, "{secret}");

@@ -21,9 +21,14 @@ pub struct SseMessage {
 
 impl Client {
     pub fn new(base: &str) -> Client {
+        Self::with_tls(base, ureq::tls::TlsConfig::default())
+    }
+
+    fn with_tls(base: &str, tls: ureq::tls::TlsConfig) -> Client {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(5)))
+            .tls_config(tls)
             .build()
             .into();
         Client { base: base.trim_end_matches('/').to_string(), agent, token: None }
@@ -32,14 +37,7 @@ impl Client {
     /// The HTTPS server on this machine that published its loopback address in the data dir
     /// lock: its certificate names the host the team uses, not 127.0.0.1, so it is not checked.
     pub fn loopback_tls(base: &str) -> Client {
-        let tls = ureq::tls::TlsConfig::builder().disable_verification(true).build();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .tls_config(tls)
-            .build()
-            .into();
-        Client { base: base.trim_end_matches('/').to_string(), agent, token: None }
+        Self::with_tls(base, ureq::tls::TlsConfig::builder().disable_verification(true).build())
     }
 
     pub fn with_token(mut self, token: Option<String>) -> Client {

@@ -251,7 +251,8 @@ const REFERENCED: &str = "SELECT sha256 FROM artifacts WHERE sha256 = ?1
      UNION ALL SELECT sha256 FROM model_versions WHERE sha256 = ?1
      UNION ALL SELECT artifact FROM experiments WHERE artifact = ?1 LIMIT 1";
 
-fn tree_size(dir: &Path) -> (usize, u64) {
+/// Files under `dir` and their total size (symlinks are not followed).
+pub fn tree_size(dir: &Path) -> (usize, u64) {
     let Ok(rd) = std::fs::read_dir(dir) else { return (0, 0) };
     rd.flatten().fold((0, 0), |(n, b), e| match e.file_type() {
         Ok(t) if t.is_dir() => {

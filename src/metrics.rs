@@ -154,23 +154,11 @@ impl Metrics {
         self.slots_total.set(slots as i64);
         let file = |p: &Path| std::fs::metadata(p).map(|m| m.len() as i64).unwrap_or(0);
         self.sqlite_bytes.set(file(&data_dir.join("mlbox.db")) + file(&data_dir.join("mlbox.db-wal")));
-        self.index_bytes.set(dir_bytes(&data_dir.join("search")) as i64);
-        self.artifact_bytes.set(dir_bytes(&data_dir.join("artifacts")) as i64);
+        self.index_bytes.set(crate::maintenance::tree_size(&data_dir.join("search")).1 as i64);
+        self.artifact_bytes.set(crate::maintenance::tree_size(&data_dir.join("artifacts")).1 as i64);
         let mut out = String::new();
         let registry = self.registry.lock().map_err(Error::internal)?;
         prometheus_client::encoding::text::encode(&mut out, &registry).map_err(Error::internal)?;
         Ok(out)
     }
-}
-
-/// Total size of the files under `dir`.
-pub fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
-    rd.filter_map(|e| e.ok())
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
-            Err(_) => 0,
-        })
-        .sum()
 }

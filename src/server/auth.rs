@@ -255,14 +255,7 @@ pub async fn layer(State(app): State<AppState>, req: Request, next: Next) -> Res
         }
         _ => req,
     };
-    let via = match principal.via {
-        Via::Session { .. } => "session",
-        Via::Token => "token",
-        Via::Local => "local",
-        Via::Open => "open",
-        Via::Anonymous => "anonymous",
-    };
-    let pending = Pending { app: app.clone(), entry: entry(&principal.name, via) };
+    let pending = Pending { app: app.clone(), entry: entry(&principal.name, principal.via.label()) };
     let resp = auth::CURRENT.scope(principal, next.run(req)).await;
     pending.finish(resp.status());
     resp
@@ -352,13 +345,7 @@ fn forbidden(msg: impl Into<String>) -> Error {
 /// `GET /api/v1/me`: who the server thinks you are.
 pub async fn me() -> Json<Value> {
     let p = current();
-    let via = match p.via {
-        Via::Session { .. } => "session",
-        Via::Token => "token",
-        Via::Local => "local",
-        Via::Open => "open (authentication is off)",
-        Via::Anonymous => "anonymous",
-    };
+    let via = if p.via == Via::Open { "open (authentication is off)" } else { p.via.label() };
     Json(json!({"name": p.name, "role": p.role, "via": via}))
 }
 

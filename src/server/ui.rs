@@ -737,18 +737,19 @@ async fn login(State(app): State<AppState>, Form(form): Form<LoginForm>) -> Resp
     let a = app.clone();
     let n = name.clone();
     let r = blocking(move || {
-        let Some(user) = a.store.read(|c| auth::check_login(c, &n, &form.password))? else {
-            return Ok(None);
+        let (known, user) = a.store.read(|c| auth::check_login(c, &n, &form.password))?;
+        let Some(user) = user else {
+            return Ok((known, None));
         };
         let who = user.name.clone();
-        Ok(Some(a.store.write(move |tx| auth::create_session(tx, &who))?))
+        Ok((known, Some(a.store.write(move |tx| auth::create_session(tx, &who))?)))
     })
     .await;
+    let known = matches!(r, Ok((true, _)));
+    let r = r.map(|(_, session)| session);
     let ok = matches!(r, Ok(Some(_)));
     app.auth.login_result(&name, ok);
     // A name that is no user's may be a password typed in the wrong box: it is not kept.
-    let (a, n) = (app.clone(), name.clone());
-    let known = blocking(move || a.store.read(|c| Ok(auth::user(c, &n).is_ok()))).await.unwrap_or(false);
     let name = if known { name } else { "(unknown user)".to_string() };
     let details = json!({"via": "login form", "ok": ok});
     let status = if ok { 303 } else { 401 };

@@ -285,7 +285,8 @@ fn tokens_users_and_the_cli() {
     // The last admin stays.
     let (st, _, text) = s.call("DELETE", "/api/v1/users/ada", Some(&c.admin), &[], None);
     assert_eq!(st, 200, "{text}");
-    let (st, _, text) = s.call("PUT", "/api/v1/users/admin", Some(&local_of(&s)), &[], Some(br#"{"role": "viewer"}"#));
+    let (st, _, text) =
+        s.call("PUT", "/api/v1/users/admin", Some(&s.local_token()), &[], Some(br#"{"role": "viewer"}"#));
     assert_eq!(st, 409, "{text}");
 
     // The CLI on the server's machine goes through the local token: no password needed.
@@ -321,10 +322,6 @@ fn tokens_users_and_the_cli() {
     assert_eq!(st, 303);
     let (ok, out) = cli(&["audit", "--limit", "200"]);
     assert!(ok && out.contains("POST /api/v1/users") && out.contains("local"), "{out}");
-}
-
-fn local_of(s: &TestServer) -> String {
-    s.local_token()
 }
 
 #[test]
