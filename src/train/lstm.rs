@@ -277,7 +277,8 @@ fn forward(w: &Weights, x: &[f32], b: usize, t: usize, save: bool) -> (Vec<f32>,
 
 /// The vector instructions the element-wise loops are compiled for, chosen once per process.
 /// Each level runs the same arithmetic in the same order (no fused multiply-adds are formed), so
-/// results never depend on the CPU; wider vectors only do more elements at once.
+/// these loops give the same bits on every CPU; wider vectors only do more elements at once. (The
+/// matmuls are `gemm`'s, whose AVX-512 and AVX2 kernels sum in different orders: see TRAINING.md.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Simd {
     Base,
@@ -381,21 +382,57 @@ fn forward_chunk_body(w: &Weights, x: &[f32], out: &mut [f32], bc: usize, t: usi
             let cur = &mut c_new[r * h..(r + 1) * h];
             let hrow = &mut out[r * t * h + s * h..r * t * h + (s + 1) * h];
             let trow = &mut tc[tco + r * h..tco + (r + 1) * h];
-            for j in 0..h {
-                let iv = sigmoid(ig[j]);
-                let fv = sigmoid(fg[j]);
-                let gv = tanh(cg[j]);
-                let ov = sigmoid(og[j]);
-                let cv = fv * prev[j] + iv * gv;
-                let tv = tanh(cv);
-                (ig[j], fg[j], cg[j], og[j]) = (iv, fv, gv, ov);
-                cur[j] = cv;
-                trow[j] = tv;
-                hrow[j] = ov * tv;
-            }
+            gate_row([ig, fg, cg, og], prev, cur, trow, hrow);
         }
     }
     if save { ChunkSaved { gates, c, tc } } else { ChunkSaved::default() }
+}
+
+/// Elements the element-wise loops take at a time: 16 f32 fill one AVX-512 register, two AVX2 and
+/// four SSE registers.
+const LANES: usize = 16;
+
+/// The blocks a row of `h` elements is taken in: `LANES` at a time (flagged `true`), then one at a
+/// time for the rest. Both widths run the same arithmetic per element, so the same bits.
+#[inline(always)]
+fn lanes(h: usize) -> impl Iterator<Item = (std::ops::Range<usize>, bool)> {
+    let full = h / LANES * LANES;
+    (0..full).step_by(LANES).map(|j| (j..j + LANES, true)).chain((full..h).map(|j| (j..j + 1, false)))
+}
+
+/// One row's gate activations and new state.
+#[inline(always)]
+fn gate_row(gates: [&mut [f32]; 4], prev: &[f32], cur: &mut [f32], trow: &mut [f32], hrow: &mut [f32]) {
+    let [ig, fg, cg, og] = gates;
+    for (k, full) in lanes(ig.len()) {
+        let args = ([&mut ig[k.clone()], &mut fg[k.clone()], &mut cg[k.clone()], &mut og[k.clone()]], &prev[k.clone()]);
+        let outs = [&mut cur[k.clone()], &mut trow[k.clone()], &mut hrow[k]];
+        if full { gate_lanes::<LANES>(args, outs) } else { gate_lanes::<1>(args, outs) }
+    }
+}
+
+/// The gate arithmetic on `N` elements. It reads every input into local arrays before it writes:
+/// the compiler cannot know that the row's slices do not overlap, and with loads and stores
+/// interleaved it left this loop scalar, one element per instruction.
+#[inline(always)]
+fn gate_lanes<const N: usize>((gates, prev): ([&mut [f32]; 4], &[f32]), [cur, trow, hrow]: [&mut [f32]; 3]) {
+    let load = |s: &[f32]| -> [f32; N] { s[..N].try_into().expect("N elements") };
+    let [ig, fg, cg, og] = gates;
+    let (i0, f0, g0, o0, p0) = (load(ig), load(fg), load(cg), load(og), load(prev));
+    let (mut iv, mut fv, mut gv, mut ov, mut cv, mut tv, mut hv) =
+        ([0.0; N], [0.0; N], [0.0; N], [0.0; N], [0.0; N], [0.0; N], [0.0; N]);
+    for k in 0..N {
+        iv[k] = sigmoid(i0[k]);
+        fv[k] = sigmoid(f0[k]);
+        gv[k] = tanh(g0[k]);
+        ov[k] = sigmoid(o0[k]);
+        cv[k] = fv[k] * p0[k] + iv[k] * gv[k];
+        tv[k] = tanh(cv[k]);
+        hv[k] = ov[k] * tv[k];
+    }
+    for (dst, src) in [(ig, iv), (fg, fv), (cg, gv), (og, ov), (cur, cv), (trow, tv), (hrow, hv)] {
+        dst[..N].copy_from_slice(&src);
+    }
 }
 
 struct Grads {
@@ -527,15 +564,17 @@ fn backward_chunk_body(
             let prev = &c_prev[r * h..(r + 1) * h];
             let dhn = &dh_next[r * h..(r + 1) * h];
             let dcn = &mut dc_next[r * h..(r + 1) * h];
-            for j in 0..h {
-                let (iv, fv, gv, ov, t2) = (ig[j], fg[j], cg[j], og[j], tv[j]);
-                let dh = dhr[j] + dhn[j];
-                let dc = dh * ov * (1.0 - t2 * t2) + dcn[j];
-                dcn[j] = dc * fv;
-                di[j] = dc * gv * iv * (1.0 - iv);
-                df[j] = dc * prev[j] * fv * (1.0 - fv);
-                dgg[j] = dc * iv * (1.0 - gv * gv);
-                dout_gate[j] = dh * t2 * ov * (1.0 - ov);
+            for (k, full) in lanes(h) {
+                let ins = [&ig[k.clone()], &fg[k.clone()], &cg[k.clone()], &og[k.clone()], &tv[k.clone()]];
+                let ins = (ins, [&prev[k.clone()], &dhr[k.clone()], &dhn[k.clone()]]);
+                let outs = [
+                    &mut di[k.clone()],
+                    &mut df[k.clone()],
+                    &mut dgg[k.clone()],
+                    &mut dout_gate[k.clone()],
+                    &mut dcn[k],
+                ];
+                if full { grad_lanes::<LANES>(ins, outs) } else { grad_lanes::<1>(ins, outs) }
             }
         }
         for (r, row) in dg.chunks(g).enumerate() {
@@ -567,6 +606,32 @@ fn backward_chunk_body(
         }
     }
     (dw_ih, dw_hh, dbias)
+}
+
+/// One step back through the gates for `N` elements of a row, reading every input before it
+/// writes (see [`gate_lanes`]). `dcn` holds the cell state's gradient from the step after and
+/// leaves with the one for the step before.
+#[inline(always)]
+fn grad_lanes<const N: usize>(
+    ([ig, fg, cg, og, tv], [prev, dhr, dhn]): ([&[f32]; 5], [&[f32]; 3]),
+    [di, df, dgg, dog, dcn]: [&mut [f32]; 5],
+) {
+    let load = |s: &[f32]| -> [f32; N] { s[..N].try_into().expect("N elements") };
+    let (iv, fv, gv, ov, t2) = (load(ig), load(fg), load(cg), load(og), load(tv));
+    let (prev, dhr, dhn, dc0) = (load(prev), load(dhr), load(dhn), load(dcn));
+    let (mut a, mut b, mut c, mut d, mut e) = ([0.0; N], [0.0; N], [0.0; N], [0.0; N], [0.0; N]);
+    for k in 0..N {
+        let dh = dhr[k] + dhn[k];
+        let dc = dh * ov[k] * (1.0 - t2[k] * t2[k]) + dc0[k];
+        e[k] = dc * fv[k];
+        a[k] = dc * gv[k] * iv[k] * (1.0 - iv[k]);
+        b[k] = dc * prev[k] * fv[k] * (1.0 - fv[k]);
+        c[k] = dc * iv[k] * (1.0 - gv[k] * gv[k]);
+        d[k] = dh * t2[k] * ov[k] * (1.0 - ov[k]);
+    }
+    for (dst, src) in [(di, a), (df, b), (dgg, c), (dog, d), (dcn, e)] {
+        dst[..N].copy_from_slice(&src);
+    }
 }
 
 #[derive(Debug)]
