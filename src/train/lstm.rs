@@ -416,9 +416,8 @@ fn gate_row(gates: [&mut [f32]; 4], prev: &[f32], cur: &mut [f32], trow: &mut [f
 /// interleaved it left this loop scalar, one element per instruction.
 #[inline(always)]
 fn gate_lanes<const N: usize>((gates, prev): ([&mut [f32]; 4], &[f32]), [cur, trow, hrow]: [&mut [f32]; 3]) {
-    let load = |s: &[f32]| -> [f32; N] { s[..N].try_into().expect("N elements") };
     let [ig, fg, cg, og] = gates;
-    let (i0, f0, g0, o0, p0) = (load(ig), load(fg), load(cg), load(og), load(prev));
+    let (i0, f0, g0, o0, p0) = (load::<N>(ig), load::<N>(fg), load::<N>(cg), load::<N>(og), load::<N>(prev));
     let (mut iv, mut fv, mut gv, mut ov, mut cv, mut tv, mut hv) =
         ([0.0; N], [0.0; N], [0.0; N], [0.0; N], [0.0; N], [0.0; N], [0.0; N]);
     for k in 0..N {
@@ -608,6 +607,12 @@ fn backward_chunk_body(
     (dw_ih, dw_hh, dbias)
 }
 
+/// The first `N` elements of a slice, as a local array (see [`gate_lanes`]).
+#[inline(always)]
+fn load<const N: usize>(s: &[f32]) -> [f32; N] {
+    s[..N].try_into().expect("the caller passes at least N elements")
+}
+
 /// One step back through the gates for `N` elements of a row, reading every input before it
 /// writes (see [`gate_lanes`]). `dcn` holds the cell state's gradient from the step after and
 /// leaves with the one for the step before.
@@ -616,20 +621,19 @@ fn grad_lanes<const N: usize>(
     ([ig, fg, cg, og, tv], [prev, dhr, dhn]): ([&[f32]; 5], [&[f32]; 3]),
     [di, df, dgg, dog, dcn]: [&mut [f32]; 5],
 ) {
-    let load = |s: &[f32]| -> [f32; N] { s[..N].try_into().expect("N elements") };
-    let (iv, fv, gv, ov, t2) = (load(ig), load(fg), load(cg), load(og), load(tv));
-    let (prev, dhr, dhn, dc0) = (load(prev), load(dhr), load(dhn), load(dcn));
-    let (mut a, mut b, mut c, mut d, mut e) = ([0.0; N], [0.0; N], [0.0; N], [0.0; N], [0.0; N]);
+    let (iv, fv, gv, ov, t2) = (load::<N>(ig), load::<N>(fg), load::<N>(cg), load::<N>(og), load::<N>(tv));
+    let (prev, dhr, dhn, dc_next) = (load::<N>(prev), load::<N>(dhr), load::<N>(dhn), load::<N>(dcn));
+    let (mut d_i, mut d_f, mut d_g, mut d_o, mut dc_prev) = ([0.0; N], [0.0; N], [0.0; N], [0.0; N], [0.0; N]);
     for k in 0..N {
         let dh = dhr[k] + dhn[k];
-        let dc = dh * ov[k] * (1.0 - t2[k] * t2[k]) + dc0[k];
-        e[k] = dc * fv[k];
-        a[k] = dc * gv[k] * iv[k] * (1.0 - iv[k]);
-        b[k] = dc * prev[k] * fv[k] * (1.0 - fv[k]);
-        c[k] = dc * iv[k] * (1.0 - gv[k] * gv[k]);
-        d[k] = dh * t2[k] * ov[k] * (1.0 - ov[k]);
+        let dc = dh * ov[k] * (1.0 - t2[k] * t2[k]) + dc_next[k];
+        dc_prev[k] = dc * fv[k];
+        d_i[k] = dc * gv[k] * iv[k] * (1.0 - iv[k]);
+        d_f[k] = dc * prev[k] * fv[k] * (1.0 - fv[k]);
+        d_g[k] = dc * iv[k] * (1.0 - gv[k] * gv[k]);
+        d_o[k] = dh * t2[k] * ov[k] * (1.0 - ov[k]);
     }
-    for (dst, src) in [(di, a), (df, b), (dgg, c), (dog, d), (dcn, e)] {
+    for (dst, src) in [(di, d_i), (df, d_f), (dgg, d_g), (dog, d_o), (dcn, dc_prev)] {
         dst[..N].copy_from_slice(&src);
     }
 }
